@@ -1,0 +1,31 @@
+//! Time series of one device: `/v1/devices/{id}/rollups`, `/readings`, `/latest`.
+
+use lambda_http::Request;
+use shared::config::Config;
+use shared::db::{Db, DbError};
+use shared::http::{self, ApiError, Response};
+
+/// Built once per cold start.
+pub struct State {
+    pub db: Db,
+}
+
+impl State {
+    pub fn new(config: &Config) -> Result<Self, DbError> {
+        Ok(Self {
+            db: Db::new(&config.database_url)?,
+        })
+    }
+}
+
+#[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
+pub async fn handle(_state: &State, req: Request) -> Response {
+    let segments = http::path_segments(&req);
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    http::respond(match segments.as_slice() {
+        ["v1", "devices", _, "rollups" | "readings" | "latest"] => {
+            http::allow(req.method(), "GET").and(Err(ApiError::not_found()))
+        }
+        _ => Err(ApiError::not_found()),
+    })
+}

@@ -1,0 +1,126 @@
+# shellcheck shell=bash
+# The local database stack, for scripts/test and scripts/dev: a private PostgreSQL cluster and,
+# in front of it, a PgBouncer in transaction mode that runs DISCARD ALL after every transaction
+# (like Neon's pooler, only stricter), so nothing that needs session state can pass here.
+#
+#   stack_install          install PostgreSQL and PgBouncer with apt when they are missing
+#   stack_start [pool]     start both on free ports; exports STACK_* and the URLs below
+#   stack_stop             stop both and remove the data
+#
+# Exports: STACK_DIR, STACK_PG_PORT, STACK_BOUNCER_PORT,
+#          STACK_DIRECT_BASE  postgres://postgres@127.0.0.1:<pg port>        (append /dbname)
+#          STACK_POOLED_BASE  postgres://postgres@127.0.0.1:<bouncer port>   (append /dbname)
+#          STACK_BOUNCER_ADMIN_URL  the PgBouncer admin console
+
+stack_pg_bin() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then echo "$dir"; return; fi
+    dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)"
+}
+
+stack_install() {
+    local missing=()
+    [ -x "$(stack_pg_bin)/initdb" ] || missing+=(postgresql)
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "stack: please install ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
+            return 1
+        fi
+        echo "stack: installing ${missing[*]} with apt" >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    fi
+}
+
+# Runs a command as the cluster's owner: PostgreSQL and PgBouncer refuse to run as root.
+stack_as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+stack_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+stack_start() {
+    local pool_size=${1:-4}
+    local bin pgbouncer
+    bin=$(stack_pg_bin)
+    pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    STACK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/iot-stack.XXXXXX")
+    chmod 755 "$STACK_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR"
+    STACK_PG_PORT=$(stack_free_port)
+    STACK_BOUNCER_PORT=$(stack_free_port)
+    export STACK_DIR STACK_PG_PORT STACK_BOUNCER_PORT
+
+    stack_as_owner "$bin/initdb" -D "$STACK_DIR/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$STACK_DIR/initdb.log" 2>&1 ||
+        { cat "$STACK_DIR/initdb.log" >&2; return 1; }
+    # Durability off: this cluster is thrown away. pg_stat_statements counts round trips.
+    cat >>"$STACK_DIR/pg/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $STACK_PG_PORT
+unix_socket_directories = '$STACK_DIR'
+max_connections = 300
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+log_min_messages = warning
+CONF
+    stack_as_owner "$bin/pg_ctl" -D "$STACK_DIR/pg" -l "$STACK_DIR/postgres.log" -w -t 60 start >/dev/null ||
+        { cat "$STACK_DIR/postgres.log" >&2; return 1; }
+
+    echo '"postgres" ""' >"$STACK_DIR/userlist.txt"
+    cat >"$STACK_DIR/pgbouncer.ini" <<CONF
+[databases]
+* = host=127.0.0.1 port=$STACK_PG_PORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $STACK_BOUNCER_PORT
+unix_socket_dir = $STACK_DIR
+auth_type = trust
+auth_file = $STACK_DIR/userlist.txt
+admin_users = postgres
+stats_users = postgres
+pool_mode = transaction
+server_reset_query = DISCARD ALL
+server_reset_query_always = 1
+default_pool_size = $pool_size
+max_client_conn = 2000
+ignore_startup_parameters = extra_float_digits
+logfile = $STACK_DIR/pgbouncer.log
+pidfile = $STACK_DIR/pgbouncer.pid
+CONF
+    [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR"/*.ini "$STACK_DIR"/*.txt
+    stack_as_owner "$pgbouncer" -d "$STACK_DIR/pgbouncer.ini" ||
+        { cat "$STACK_DIR/pgbouncer.log" >&2; return 1; }
+    local i
+    for i in $(seq 1 50); do
+        "$bin/pg_isready" -q -h 127.0.0.1 -p "$STACK_BOUNCER_PORT" -d postgres && break
+        sleep 0.1
+    done
+
+    STACK_DIRECT_BASE="postgres://postgres@127.0.0.1:$STACK_PG_PORT"
+    STACK_POOLED_BASE="postgres://postgres@127.0.0.1:$STACK_BOUNCER_PORT"
+    STACK_BOUNCER_ADMIN_URL="$STACK_POOLED_BASE/pgbouncer?sslmode=disable"
+    export STACK_DIRECT_BASE STACK_POOLED_BASE STACK_BOUNCER_ADMIN_URL
+}
+
+# psql on the direct port, as postgres.
+stack_psql() {
+    "$(stack_pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$STACK_PG_PORT" -U postgres "$@"
+}
+
+stack_stop() {
+    [ -n "${STACK_DIR:-}" ] && [ -d "$STACK_DIR" ] || return 0
+    if [ -f "$STACK_DIR/pgbouncer.pid" ]; then
+        kill "$(cat "$STACK_DIR/pgbouncer.pid")" 2>/dev/null || true
+    fi
+    stack_as_owner "$(stack_pg_bin)/pg_ctl" -D "$STACK_DIR/pg" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$STACK_DIR"
+}

@@ -1,0 +1,259 @@
+//! Environment (and, when `APP_SECRET_ARN` is set, one Secrets Manager secret) → one typed
+//! [`Config`], built once per cold start. Missing values fail here, at start-up, naming the variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+/// A value that must never reach a log line: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The only way to read the value; grep for it to audit where secrets go.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required configuration variable {0}")]
+    Missing(&'static str),
+    #[error("configuration variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("could not read secret {arn} from Secrets Manager: {reason}")]
+    Secret { arn: String, reason: String },
+}
+
+/// Everything the functions are configured with (see the configuration table in the README).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Pooled URL (Neon `-pooler` host): everything at run time goes through it.
+    pub database_url: Secret,
+    /// Direct URL, for migrations only.
+    pub database_url_direct: Option<Secret>,
+    pub clerk_jwt_key: Option<Secret>,
+    pub clerk_jwks_url: Option<String>,
+    pub clerk_issuer: Option<String>,
+    pub clerk_authorized_parties: Vec<String>,
+    pub clerk_webhook_secret: Option<Secret>,
+    pub offline_after: Duration,
+}
+
+pub const DEFAULT_OFFLINE_AFTER_SECONDS: u64 = 300;
+
+/// Keys a Secrets Manager secret may fill in; anything else in it is ignored.
+const KNOWN_KEYS: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_URL_DIRECT",
+    "CLERK_JWT_KEY",
+    "CLERK_JWKS_URL",
+    "CLERK_ISSUER",
+    "CLERK_AUTHORIZED_PARTIES",
+    "CLERK_WEBHOOK_SECRET",
+    "OFFLINE_AFTER_SECONDS",
+];
+
+impl Config {
+    /// The process environment, overlaid with the secret at `APP_SECRET_ARN` when that is set.
+    pub async fn load() -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        if non_empty(&env, "APP_SECRET_ARN").is_none() {
+            return Self::from_vars(&env);
+        }
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::load_with(env, &aws_sdk_secretsmanager::Client::new(&sdk)).await
+    }
+
+    /// Like [`Config::load`], with the variables and the Secrets Manager client given.
+    pub async fn load_with(
+        mut vars: HashMap<String, String>,
+        secrets: &aws_sdk_secretsmanager::Client,
+    ) -> Result<Self, ConfigError> {
+        if let Some(arn) = non_empty(&vars, "APP_SECRET_ARN").map(str::to_owned) {
+            vars.extend(read_secret(secrets, &arn).await?);
+        }
+        Self::from_vars(&vars)
+    }
+
+    /// Parses the variables; only `DATABASE_URL` is required by every function.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let secret = |name| non_empty(vars, name).map(Secret::new);
+        let offline_after = match non_empty(vars, "OFFLINE_AFTER_SECONDS") {
+            None => DEFAULT_OFFLINE_AFTER_SECONDS,
+            Some(text) => text
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=7 * 86_400).contains(s))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "OFFLINE_AFTER_SECONDS",
+                    reason: "expected whole seconds between 1 and 604800".into(),
+                })?,
+        };
+        Ok(Self {
+            database_url: secret("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
+            database_url_direct: secret("DATABASE_URL_DIRECT"),
+            clerk_jwt_key: secret("CLERK_JWT_KEY"),
+            clerk_jwks_url: non_empty(vars, "CLERK_JWKS_URL").map(str::to_owned),
+            clerk_issuer: non_empty(vars, "CLERK_ISSUER").map(str::to_owned),
+            clerk_authorized_parties: non_empty(vars, "CLERK_AUTHORIZED_PARTIES")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            clerk_webhook_secret: secret("CLERK_WEBHOOK_SECRET"),
+            offline_after: Duration::from_secs(offline_after),
+        })
+    }
+
+    /// For the webhook function, which cannot start without it.
+    pub fn require_clerk_webhook_secret(&self) -> Result<&Secret, ConfigError> {
+        self.clerk_webhook_secret
+            .as_ref()
+            .ok_or(ConfigError::Missing("CLERK_WEBHOOK_SECRET"))
+    }
+
+    /// For the migrate command: the direct URL, else the pooled one.
+    pub fn migration_url(&self) -> &Secret {
+        self.database_url_direct
+            .as_ref()
+            .unwrap_or(&self.database_url)
+    }
+}
+
+fn non_empty<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+async fn read_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let fail = |reason: String| ConfigError::Secret {
+        arn: arn.to_owned(),
+        reason,
+    };
+    let output = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| fail(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+    let text = output
+        .secret_string()
+        .ok_or_else(|| fail("the secret has no SecretString".into()))?;
+    parse_secret(text).map_err(fail)
+}
+
+/// A secret is a JSON object; its string (or number) values for known keys become variables.
+fn parse_secret(text: &str) -> Result<HashMap<String, String>, String> {
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|_| "the secret is not a JSON object".to_owned())?;
+    let mut vars = HashMap::new();
+    for (key, value) in object {
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(format!("the value of {key} must be a string")),
+        };
+        vars.insert(key, value);
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn database_url_is_required_and_named() {
+        let err = Config::from_vars(&vars(&[("DATABASE_URL", "  ")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing required configuration variable DATABASE_URL"
+        );
+    }
+
+    #[test]
+    fn defaults_and_lists() {
+        let config = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "postgres://u:p@h/db"),
+            (
+                "CLERK_AUTHORIZED_PARTIES",
+                "https://a.example, https://b.example,,",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(config.offline_after, Duration::from_secs(300));
+        assert_eq!(
+            config.clerk_authorized_parties,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(config.migration_url().expose(), "postgres://u:p@h/db");
+        assert!(matches!(
+            config.require_clerk_webhook_secret(),
+            Err(ConfigError::Missing("CLERK_WEBHOOK_SECRET"))
+        ));
+    }
+
+    #[test]
+    fn bad_offline_after_is_named() {
+        let err = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "postgres://h/db"),
+            ("OFFLINE_AFTER_SECONDS", "soon"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("OFFLINE_AFTER_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "postgres://user:hunter2@host/db"),
+            ("CLERK_WEBHOOK_SECRET", "whsec_topsecret"),
+        ]))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("topsecret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn secret_json_fills_known_keys_only() {
+        let parsed = parse_secret(
+            r#"{"DATABASE_URL":"postgres://x","OFFLINE_AFTER_SECONDS":60,"OTHER":"y"}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed["OFFLINE_AFTER_SECONDS"], "60");
+        assert!(parse_secret("not json").is_err());
+        assert!(parse_secret(r#"{"DATABASE_URL":{"nested":1}}"#).is_err());
+    }
+}

@@ -1,0 +1,425 @@
+//! The one Postgres connection of a Lambda instance.
+//!
+//! Production reaches Neon through its PgBouncer pooler in transaction mode, so:
+//! - every statement is sent unnamed with its parameter types (`query_typed`): one round trip,
+//!   nothing prepared that a later transaction could miss;
+//! - no bare `Client` leaves this module, so nobody can call `Client::query` (named statements)
+//!   or set session state by accident;
+//! - the connection is checked after the instance was idle (frozen) for a while, because
+//!   `is_closed()` does not notice a socket the pooler closed meanwhile, and replaced when dead;
+//! - a statement whose connection died is retried once on a fresh connection only when the
+//!   [`Sql`] says it is safe to run twice; otherwise the caller gets [`DbError::Unavailable`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Row};
+
+use crate::config::Secret;
+
+/// A statement and whether running it twice is harmless.
+///
+/// Keep these as constants in each function's `sql.rs`, so the retry decision sits beside the SQL
+/// it is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Sql {
+    text: &'static str,
+    idempotent: bool,
+}
+
+impl Sql {
+    /// Reads, and writes whose repetition changes nothing (`ON CONFLICT DO NOTHING`, upserts
+    /// guarded by a version, deletes): retried once on a fresh connection if the first died.
+    pub const fn idempotent(text: &'static str) -> Self {
+        Self {
+            text,
+            idempotent: true,
+        }
+    }
+
+    /// Writes that must not happen twice: never retried, a dead connection is a `503`.
+    pub const fn once(text: &'static str) -> Self {
+        Self {
+            text,
+            idempotent: false,
+        }
+    }
+
+    pub const fn text(&self) -> &'static str {
+        self.text
+    }
+}
+
+/// One statement parameter with its Postgres type, as `query_typed` needs it.
+pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database (or the pooler) cannot be reached or dropped us: the caller should retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The statement reached the server and failed there (constraint, bad data, a bug).
+    #[error(transparent)]
+    Query(#[from] tokio_postgres::Error),
+    /// `query_one` / `query_opt` got more (or fewer) rows than the statement promises: a bug.
+    #[error("expected one row, got {0}")]
+    RowCount(usize),
+}
+
+impl DbError {
+    /// The SQLSTATE, when the server refused the statement.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            Self::Query(e) => e.code(),
+            Self::Unavailable(_) | Self::RowCount(_) => None,
+        }
+    }
+}
+
+/// Timeouts of the connection; the defaults fit a Lambda function with a 15 s timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP + TLS + authentication, all together.
+    pub connect: Duration,
+    /// One statement, from send to last row; past it the connection is dropped (state unknown).
+    pub statement: Duration,
+    /// Idle time after which the connection is checked before use (a frozen instance).
+    pub idle_check_after: Duration,
+    /// How long the liveness check may take before the connection counts as dead.
+    pub check: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            statement: Duration::from_secs(10),
+            idle_check_after: Duration::from_secs(60),
+            check: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The connection of this instance: cheap to share by reference, opened on first use.
+pub struct Db {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    timeouts: Timeouts,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    live: Option<Live>,
+    /// How many connections this instance has opened so far.
+    opened: u64,
+}
+
+enum Want {
+    Rows,
+    Count,
+}
+
+enum Outcome {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+#[derive(Clone)]
+struct Live {
+    client: Arc<Client>,
+    /// Which connection this is: lets a failed caller drop exactly the connection it saw
+    /// fail, not a fresh one another task opened meanwhile.
+    generation: u64,
+    last_used: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl Db {
+    /// Parses the URL; connects on first use. `sslmode=require` (Neon) uses rustls with the
+    /// webpki roots; `sslmode=disable` (local) plain TCP.
+    pub fn new(url: &Secret) -> Result<Self, DbError> {
+        Self::with_timeouts(url, Timeouts::default())
+    }
+
+    pub fn with_timeouts(url: &Secret, timeouts: Timeouts) -> Result<Self, DbError> {
+        let mut config: tokio_postgres::Config = url
+            .expose()
+            .parse()
+            // The parse error may quote the URL, password included: say only that it is bad.
+            .map_err(|_| {
+                DbError::Unavailable("the database URL is not a valid Postgres URL".into())
+            })?;
+        config
+            .connect_timeout(timeouts.connect)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(timeouts.statement + Duration::from_secs(5));
+        if config.get_application_name().is_none() {
+            config.application_name(
+                std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+                    .unwrap_or_else(|_| "iot-telemetry".into()),
+            );
+        }
+        let tls = (config.get_ssl_mode() != SslMode::Disable).then(tls_connector);
+        Ok(Self {
+            config,
+            tls,
+            timeouts,
+            slot: Mutex::new(Slot::default()),
+        })
+    }
+
+    /// Rows of a statement.
+    pub async fn query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        match self.run(sql, params, Want::Rows).await? {
+            Outcome::Rows(rows) => Ok(rows),
+            Outcome::Count(_) => unreachable!("rows were asked for"),
+        }
+    }
+
+    /// The one row of a statement that returns exactly one.
+    pub async fn query_one(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Row, DbError> {
+        let mut rows = self.query(sql, params).await?;
+        match rows.len() {
+            1 => Ok(rows.remove(0)),
+            n => Err(DbError::RowCount(n)),
+        }
+    }
+
+    /// The row of a statement that returns at most one.
+    pub async fn query_opt(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
+        let mut rows = self.query(sql, params).await?;
+        match rows.len() {
+            0 => Ok(None),
+            1 => Ok(Some(rows.remove(0))),
+            n => Err(DbError::RowCount(n)),
+        }
+    }
+
+    /// The number of rows a statement changed.
+    pub async fn execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
+        match self.run(sql, params, Want::Count).await? {
+            Outcome::Count(n) => Ok(n),
+            Outcome::Rows(_) => unreachable!("a count was asked for"),
+        }
+    }
+
+    /// Which connection is in use (1 for the first, 2 after one replacement, …).
+    pub async fn generation(&self) -> u64 {
+        self.slot.lock().await.opened
+    }
+
+    /// Runs the statement; on a dead connection, reconnects and (if idempotent) runs it again.
+    async fn run(&self, sql: &Sql, params: &[Param<'_>], want: Want) -> Result<Outcome, DbError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let live = self.acquire().await?;
+            let statement = async {
+                match want {
+                    Want::Rows => live
+                        .client
+                        .query_typed(sql.text, params)
+                        .await
+                        .map(Outcome::Rows),
+                    Want::Count => live
+                        .client
+                        .execute_typed(sql.text, params)
+                        .await
+                        .map(Outcome::Count),
+                }
+            };
+            match tokio::time::timeout(self.timeouts.statement, statement).await {
+                Ok(Ok(outcome)) => {
+                    live.touch();
+                    return Ok(outcome);
+                }
+                Ok(Err(error)) if !is_connection_failure(&error) => {
+                    live.touch();
+                    return Err(DbError::Query(error));
+                }
+                Ok(Err(error)) => {
+                    self.discard(&live).await;
+                    tracing::warn!(%error, attempt, idempotent = sql.idempotent, "database connection failed");
+                    if !sql.idempotent || attempt > 1 {
+                        return Err(DbError::Unavailable(error.to_string()));
+                    }
+                }
+                Err(_elapsed) => {
+                    // The server may still be working on it: the connection's state is unknown.
+                    self.discard(&live).await;
+                    return Err(DbError::Unavailable(format!(
+                        "statement took longer than {:?}",
+                        self.timeouts.statement
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The live connection, opened or replaced as needed. Holding the lock while connecting
+    /// keeps it to one connection per instance, even under concurrent callers.
+    async fn acquire(&self) -> Result<Live, DbError> {
+        let mut slot = self.slot.lock().await;
+        if let Some(live) = slot.live.as_ref() {
+            if !live.client.is_closed() && self.still_alive(live).await {
+                return Ok(live.clone());
+            }
+            tracing::info!(
+                generation = slot.opened,
+                "replacing dead database connection"
+            );
+            slot.live = None;
+        }
+        let client = self.connect().await?;
+        slot.opened += 1;
+        let live = Live {
+            client: Arc::new(client),
+            generation: slot.opened,
+            last_used: Arc::new(std::sync::Mutex::new(Instant::now())),
+        };
+        slot.live = Some(live.clone());
+        Ok(live)
+    }
+
+    /// After an idle spell (a frozen instance, a suspended Neon compute), one cheap round trip.
+    async fn still_alive(&self, live: &Live) -> bool {
+        if live.idle_for() < self.timeouts.idle_check_after {
+            return true;
+        }
+        let checked =
+            tokio::time::timeout(self.timeouts.check, live.client.check_connection()).await;
+        let alive = matches!(checked, Ok(Ok(())));
+        if alive {
+            live.touch();
+        }
+        alive
+    }
+
+    /// Forgets the connection that failed, unless another caller already replaced it.
+    async fn discard(&self, failed: &Live) {
+        let mut slot = self.slot.lock().await;
+        if slot
+            .live
+            .as_ref()
+            .is_some_and(|live| live.generation == failed.generation)
+        {
+            slot.live = None;
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, DbError> {
+        let started = Instant::now();
+        let client =
+            tokio::time::timeout(self.timeouts.connect, open(&self.config, self.tls.as_ref()))
+                .await
+                .map_err(|_| {
+                    DbError::Unavailable(format!(
+                        "connect took longer than {:?}",
+                        self.timeouts.connect
+                    ))
+                })?
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "database connected"
+        );
+        Ok(client)
+    }
+}
+
+/// A plain client on the direct URL, for migrations only: not for the pooled URL.
+pub(crate) async fn connect_direct(url: &Secret) -> Result<Client, DbError> {
+    let config: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|_| DbError::Unavailable("the database URL is not a valid Postgres URL".into()))?;
+    let tls = (config.get_ssl_mode() != SslMode::Disable).then(tls_connector);
+    tokio::time::timeout(Timeouts::default().connect, open(&config, tls.as_ref()))
+        .await
+        .map_err(|_| DbError::Unavailable("connect timed out".into()))?
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// Connects and spawns the task that drives the connection.
+async fn open(
+    config: &tokio_postgres::Config,
+    tls: Option<&tokio_postgres_rustls::MakeRustlsConnect>,
+) -> Result<Client, tokio_postgres::Error> {
+    match tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            tokio::spawn(drive(connection));
+            Ok(client)
+        }
+        None => {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(drive(connection));
+            Ok(client)
+        }
+    }
+}
+
+impl Live {
+    fn touch(&self) {
+        if let Ok(mut at) = self.last_used.lock() {
+            *at = Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+async fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(error) = connection.await {
+        tracing::warn!(%error, "database connection closed");
+    }
+}
+
+fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// Whether the error means the connection (not the statement) is at fault: the socket is gone,
+/// or the server/pooler says it is shutting down or cannot serve us now.
+fn is_connection_failure(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+        }
+        // No server error: an I/O failure on the socket (conversion errors are bugs, but they
+        // never happen on a healthy connection either way and are not retried twice).
+        None => std::error::Error::source(error)
+            .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some()),
+    }
+}

@@ -1,0 +1,33 @@
+//! The schema in `migrations/`, embedded at build time and applied with refinery over the
+//! direct (non-pooled) URL: refinery keeps state in a session, which a transaction-mode pooler
+//! does not promise.
+
+use crate::config::Secret;
+use crate::db;
+
+refinery::embed_migrations!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("could not connect for migrations: {0}")]
+    Connect(String),
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+/// Applies the migrations not applied yet; returns the names of those it applied (none when
+/// the database is current, so running it twice is a no-op).
+pub async fn run(url: &Secret) -> Result<Vec<String>, MigrateError> {
+    let mut client = db::connect_direct(url)
+        .await
+        .map_err(|e| MigrateError::Connect(e.to_string()))?;
+    let report = migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(&mut client)
+        .await?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}

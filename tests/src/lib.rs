@@ -1,0 +1,231 @@
+//! The integration-test harness: a fresh database per test (a copy of the migrated template)
+//! reached through the hostile PgBouncer that `scripts/test` started, and real-shaped Lambda
+//! events built from the files in `events/`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use lambda_http::Body;
+use shared::config::{Config, Secret};
+use shared::db::{Db, Timeouts};
+use tokio_postgres::{Client, NoTls};
+
+/// Where `scripts/test` put things; a clear message when a test is run without it.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test, which starts PostgreSQL and PgBouncer")
+    })
+}
+
+/// A database of its own for one test, migrated, reachable directly and through the pooler.
+pub struct TestDb {
+    pub name: String,
+    /// A direct connection (not through the pooler) for setting up and checking.
+    pub direct: Client,
+}
+
+impl TestDb {
+    /// A fresh copy of the migrated template.
+    pub async fn new() -> Self {
+        Self::create(Some(&env("TEST_TEMPLATE_DB"))).await
+    }
+
+    /// A fresh database with no schema at all.
+    pub async fn empty() -> Self {
+        Self::create(None).await
+    }
+
+    async fn create(template: Option<&str>) -> Self {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect(&format!("{}/postgres", env("TEST_DIRECT_BASE"))).await;
+        let template = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}{template}"))
+            .await
+            .expect("create test database");
+        let direct = connect(&format!("{}/{name}", env("TEST_DIRECT_BASE"))).await;
+        Self { name, direct }
+    }
+
+    /// The URL through PgBouncer (transaction mode, DISCARD ALL): what the functions get.
+    pub fn pooled_url(&self) -> Secret {
+        Secret::new(format!(
+            "{}/{}?sslmode=disable",
+            env("TEST_POOLED_BASE"),
+            self.name
+        ))
+    }
+
+    /// The direct URL, as migrations get it.
+    pub fn direct_url(&self) -> Secret {
+        Secret::new(format!(
+            "{}/{}?sslmode=disable",
+            env("TEST_DIRECT_BASE"),
+            self.name
+        ))
+    }
+
+    /// A new `shared::db::Db` through the pooler: one simulated Lambda instance.
+    pub fn db(&self) -> Db {
+        Db::new(&self.pooled_url()).expect("pooled URL parses")
+    }
+
+    pub fn db_with(&self, timeouts: Timeouts) -> Db {
+        Db::with_timeouts(&self.pooled_url(), timeouts).expect("pooled URL parses")
+    }
+
+    /// The configuration a function would load, pointing at this database through the pooler.
+    pub fn config(&self, extra: &[(&str, &str)]) -> Config {
+        let mut vars: HashMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        vars.insert("DATABASE_URL".into(), self.pooled_url().expose().to_owned());
+        vars.insert(
+            "DATABASE_URL_DIRECT".into(),
+            self.direct_url().expose().to_owned(),
+        );
+        Config::from_vars(&vars).expect("test configuration is complete")
+    }
+
+    /// `SELECT count(*) FROM <table>`, directly.
+    pub async fn count(&self, table: &str) -> i64 {
+        self.direct
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count rows")
+            .get(0)
+    }
+}
+
+/// A plain client (direct or admin), with its connection driven in the background.
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Runs a command on PgBouncer's admin console (`SHOW POOLS`, `KILL db`, …), which speaks only
+/// the simple query protocol.
+pub async fn bouncer_admin(command: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
+    let admin = connect(&env("TEST_BOUNCER_ADMIN_URL")).await;
+    admin
+        .simple_query(command)
+        .await
+        .unwrap_or_else(|e| panic!("pgbouncer admin `{command}`: {e}"))
+}
+
+/// The repository's `events/` folder.
+pub fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+/// A real-shaped API Gateway HTTP API (payload 2.0) event, loaded from `events/` and adjusted.
+#[derive(Debug, Clone)]
+pub struct Event(serde_json::Value);
+
+impl Event {
+    /// `events/<name>.json`.
+    pub fn load(name: &str) -> Self {
+        let path = events_dir().join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        Self(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    }
+
+    /// The raw JSON, as Lambda would deliver it.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.0
+    }
+
+    /// Method and path, keeping the route key as API Gateway would set it (`ANY /v1/…`).
+    pub fn at(mut self, method: &str, path: &str) -> Self {
+        self.0["rawPath"] = path.into();
+        self.0["requestContext"]["http"]["method"] = method.into();
+        self.0["requestContext"]["http"]["path"] = path.into();
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.0["headers"][name.to_ascii_lowercase()] = value.into();
+        self
+    }
+
+    pub fn without_header(mut self, name: &str) -> Self {
+        if let Some(headers) = self.0["headers"].as_object_mut() {
+            headers.remove(&name.to_ascii_lowercase());
+        }
+        self
+    }
+
+    /// A text body (API Gateway sends text bodies as they are).
+    pub fn body(mut self, body: &str) -> Self {
+        self.0["body"] = body.into();
+        self.0["isBase64Encoded"] = false.into();
+        self
+    }
+
+    pub fn json_body(self, body: &serde_json::Value) -> Self {
+        self.body(&body.to_string())
+    }
+
+    /// The raw query string, e.g. `limit=10&cursor=abc`, also split as API Gateway does.
+    pub fn query(mut self, query: &str) -> Self {
+        self.0["rawQueryString"] = query.into();
+        let mut params = serde_json::Map::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            params.insert(k.into(), v.into());
+        }
+        self.0["queryStringParameters"] = params.into();
+        self
+    }
+
+    /// The request lambda_http builds from this event, exactly as in Lambda.
+    pub fn request(&self) -> lambda_http::Request {
+        lambda_http::request::from_str(&self.0.to_string())
+            .expect("event is a valid API Gateway v2 event")
+    }
+}
+
+/// A response's body as JSON (`null` when empty).
+pub fn body_json(response: &lambda_http::Response<Body>) -> serde_json::Value {
+    match response.body() {
+        Body::Empty => serde_json::Value::Null,
+        Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
+        Body::Binary(bytes) => serde_json::from_slice(bytes).expect("JSON body"),
+        _ => panic!("unexpected body kind"),
+    }
+}
+
+/// Asserts an error response: status, `error.code`, and `error.field` (when given).
+pub fn assert_error(
+    response: &lambda_http::Response<Body>,
+    status: u16,
+    code: &str,
+    field: Option<&str>,
+) {
+    let body = body_json(response);
+    assert_eq!(response.status().as_u16(), status, "status; body: {body}");
+    assert_eq!(body["error"]["code"], code, "error code; body: {body}");
+    assert!(
+        body["error"]["message"].is_string(),
+        "error message; body: {body}"
+    );
+    match field {
+        Some(field) => assert_eq!(body["error"]["field"], field, "error field; body: {body}"),
+        None => assert!(
+            body["error"].get("field").is_none(),
+            "no field; body: {body}"
+        ),
+    }
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("application/json")
+    );
+}

@@ -1,0 +1,7 @@
+//! One integration-test binary (one link on a 2-core machine), one module per area.
+//! Run through `scripts/test`, which starts PostgreSQL behind a transaction-mode PgBouncer.
+
+mod config_secrets;
+mod db_pooler;
+mod migrations;
+mod routes;
