@@ -10,10 +10,13 @@
 //! - a statement whose connection died is retried once on a fresh connection only when the
 //!   [`Sql`] says it is safe to run twice; otherwise the caller gets [`DbError::Unavailable`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Mutex, RwLock};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
@@ -136,6 +139,11 @@ struct Live {
     /// fail, not a fresh one another task opened meanwhile.
     generation: u64,
     last_used: Arc<std::sync::Mutex<Instant>>,
+    /// Single statements share the connection (pipelined); a transaction has it to itself.
+    gate: Arc<RwLock<()>>,
+    /// Set when a transaction was abandoned half-way (its future dropped): the connection may
+    /// still be inside it, so it is never used again.
+    poisoned: Arc<AtomicBool>,
 }
 
 impl Db {
@@ -210,6 +218,56 @@ impl Db {
         }
     }
 
+    /// Runs `work` in one transaction (`BEGIN` … `COMMIT`, `ROLLBACK` on error) with the
+    /// connection to itself. For work that needs a fresh snapshot between statements or locks
+    /// held across them; everything else is one statement.
+    ///
+    /// If the connection dies, an `Idempotence::Idempotent` transaction is run once more on a
+    /// fresh connection (it cannot have half-committed: commit is all or nothing, and a lost
+    /// `COMMIT` reply is exactly the case where repeating must be harmless).
+    pub async fn transaction<T, Fut>(
+        &self,
+        idempotence: Idempotence,
+        work: impl Fn(Tx) -> Fut,
+    ) -> Result<T, DbError>
+    where
+        Fut: Future<Output = Result<T, DbError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let live = self.acquire().await?;
+            let result = {
+                let _exclusive = live.gate.write().await;
+                let abandoned = AbandonGuard(&live.poisoned);
+                let tx = Tx {
+                    client: live.client.clone(),
+                    timeouts: self.timeouts,
+                };
+                let result = tx.run(&work).await;
+                std::mem::forget(abandoned);
+                result
+            };
+            match result {
+                Ok(value) => {
+                    live.touch();
+                    return Ok(value);
+                }
+                Err(DbError::Unavailable(reason)) => {
+                    self.discard(&live).await;
+                    tracing::warn!(%reason, attempt, ?idempotence, "transaction lost its connection");
+                    if idempotence == Idempotence::Once || attempt > 1 {
+                        return Err(DbError::Unavailable(reason));
+                    }
+                }
+                Err(error) => {
+                    live.touch();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
     /// Which connection is in use (1 for the first, 2 after one replacement, …).
     pub async fn generation(&self) -> u64 {
         self.slot.lock().await.opened
@@ -221,6 +279,7 @@ impl Db {
         loop {
             attempt += 1;
             let live = self.acquire().await?;
+            let _shared = live.gate.read().await;
             let statement = async {
                 match want {
                     Want::Rows => live
@@ -268,7 +327,8 @@ impl Db {
     async fn acquire(&self) -> Result<Live, DbError> {
         let mut slot = self.slot.lock().await;
         if let Some(live) = slot.live.as_ref() {
-            if !live.client.is_closed() && self.still_alive(live).await {
+            let usable = !live.client.is_closed() && !live.poisoned.load(Ordering::Acquire);
+            if usable && self.still_alive(live).await {
                 return Ok(live.clone());
             }
             tracing::info!(
@@ -283,6 +343,8 @@ impl Db {
             client: Arc::new(client),
             generation: slot.opened,
             last_used: Arc::new(std::sync::Mutex::new(Instant::now())),
+            gate: Arc::new(RwLock::new(())),
+            poisoned: Arc::new(AtomicBool::new(false)),
         };
         slot.live = Some(live.clone());
         Ok(live)
@@ -363,6 +425,89 @@ async fn open(
             tokio::spawn(drive(connection));
             Ok(client)
         }
+    }
+}
+
+/// Whether a statement or transaction may be run a second time after its connection died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotence {
+    Idempotent,
+    Once,
+}
+
+/// A transaction in progress, handed to the work of [`Db::transaction`]. It can only run
+/// statements; `BEGIN`, `COMMIT` and `ROLLBACK` are the caller's.
+#[derive(Clone)]
+pub struct Tx {
+    client: Arc<Client>,
+    timeouts: Timeouts,
+}
+
+impl Tx {
+    pub async fn query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        self.bounded(self.client.query_typed(sql.text, params))
+            .await
+    }
+
+    pub async fn query_one(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Row, DbError> {
+        let mut rows = self.query(sql, params).await?;
+        match rows.len() {
+            1 => Ok(rows.remove(0)),
+            n => Err(DbError::RowCount(n)),
+        }
+    }
+
+    pub async fn execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
+        self.bounded(self.client.execute_typed(sql.text, params))
+            .await
+    }
+
+    async fn run<T, Fut>(&self, work: &impl Fn(Tx) -> Fut) -> Result<T, DbError>
+    where
+        Fut: Future<Output = Result<T, DbError>>,
+    {
+        self.bounded(self.client.batch_execute("BEGIN")).await?;
+        match work(self.clone()).await {
+            Ok(value) => {
+                self.bounded(self.client.batch_execute("COMMIT")).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                // A dead connection rolls back by itself; a live one is told to.
+                if !matches!(error, DbError::Unavailable(_)) {
+                    self.bounded(self.client.batch_execute("ROLLBACK")).await?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// One step under the statement timeout; a connection failure becomes `Unavailable`.
+    async fn bounded<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, DbError> {
+        match tokio::time::timeout(self.timeouts.statement, step).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) if is_connection_failure(&error) => {
+                Err(DbError::Unavailable(error.to_string()))
+            }
+            Ok(Err(error)) => Err(DbError::Query(error)),
+            Err(_elapsed) => Err(DbError::Unavailable(format!(
+                "statement took longer than {:?}",
+                self.timeouts.statement
+            ))),
+        }
+    }
+}
+
+/// Poisons the connection if a transaction's future is dropped before it finished.
+/// Forgotten (not dropped) when the transaction finishes.
+struct AbandonGuard<'a>(&'a AtomicBool);
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

@@ -1,9 +1,11 @@
 //! What every function needs and nothing one function alone needs.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod migrate;
+pub mod users;
 
 /// Process start-up for every binary: the TLS crypto provider, then logging (JSON when Lambda's
 /// `AWS_LAMBDA_LOG_FORMAT=JSON`, level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`).

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+pub mod clerk;
+
 use lambda_http::Body;
 use shared::config::{Config, Secret};
 use shared::db::{Db, Timeouts};

@@ -1,31 +1,278 @@
-//! `POST /webhooks/clerk`: Clerk's user events, Svix-signed.
+//! `POST /webhooks/clerk`: Clerk's user events, Svix-signed, mirrored into the `user` table.
+//!
+//! - `user.created` / `user.updated` upsert the row; an event older than (or as old as) the
+//!   stored one changes nothing, so duplicate, late and concurrent deliveries converge.
+//! - `user.deleted` removes the user and everything they own and leaves a tombstone: a late or
+//!   replayed event for that id is answered `200` and ignored, so Svix stops retrying.
+//! - Other event types: `200 {"ok":true,"ignored":true}`.
 
+mod sql;
+
+use chrono::{DateTime, Utc};
 use lambda_http::Request;
-use shared::config::{Config, Secret};
-use shared::db::Db;
+use serde::Deserialize;
+use serde_json::json;
+use shared::config::Config;
+use shared::db::{Db, DbError, Idempotence};
 use shared::http::{self, ApiError, Response};
+use shared::users::{self, UserState};
+use tokio_postgres::types::Type;
 
-/// Built once per cold start; without `CLERK_WEBHOOK_SECRET` the function does not start.
+/// Clerk user events are a few KiB; anything this large is not one.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// Built once per cold start; without a valid `CLERK_WEBHOOK_SECRET` the function does not start.
 pub struct State {
     pub db: Db,
-    pub webhook_secret: Secret,
+    webhook: svix::webhooks::Webhook,
 }
 
 impl State {
     pub fn new(config: &Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let secret = config.require_clerk_webhook_secret()?;
+        let webhook = svix::webhooks::Webhook::new(secret.expose()).map_err(|_| {
+            shared::config::ConfigError::Invalid {
+                name: "CLERK_WEBHOOK_SECRET",
+                reason: "expected whsec_ followed by base64".into(),
+            }
+        })?;
         Ok(Self {
             db: Db::new(&config.database_url)?,
-            webhook_secret: config.require_clerk_webhook_secret()?.clone(),
+            webhook,
         })
     }
 }
 
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
-pub async fn handle(_state: &State, req: Request) -> Response {
+pub async fn handle(state: &State, req: Request) -> Response {
     let segments = http::path_segments(&req);
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     http::respond(match segments.as_slice() {
-        ["webhooks", "clerk"] => http::allow(req.method(), "POST").and(Err(ApiError::not_found())),
+        ["webhooks", "clerk"] => match http::allow(req.method(), "POST") {
+            Ok(()) => receive(state, &req).await,
+            Err(error) => Err(error),
+        },
         _ => Err(ApiError::not_found()),
     })
+}
+
+/// The envelope of every Clerk event.
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    data: serde_json::Value,
+    /// Milliseconds since the epoch: when Clerk emitted the event.
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+/// The parts of Clerk's user object we keep.
+#[derive(Deserialize)]
+struct ClerkUser {
+    id: String,
+    #[serde(default)]
+    email_addresses: Vec<EmailAddress>,
+    #[serde(default)]
+    primary_email_address_id: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    image_url: Option<String>,
+    /// Milliseconds since the epoch: the version of this user, and our staleness key.
+    updated_at: i64,
+}
+
+#[derive(Deserialize)]
+struct EmailAddress {
+    id: String,
+    email_address: String,
+}
+
+#[derive(Deserialize)]
+struct DeletedUser {
+    id: String,
+}
+
+async fn receive(state: &State, req: &Request) -> Result<Response, ApiError> {
+    let body = http::body_bytes(req);
+    if body.len() > BODY_LIMIT {
+        return Err(ApiError::payload_too_large(BODY_LIMIT));
+    }
+    // The signature covers the raw bytes: verify before parsing anything.
+    if let Err(reason) = state.webhook.verify(body, req.headers()) {
+        tracing::info!(%reason, "webhook signature refused");
+        return Err(ApiError::bad_request("invalid webhook signature"));
+    }
+    let event: Event = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("not a Clerk event: {e}")))?;
+    let outcome = match event.kind.as_str() {
+        "user.created" | "user.updated" => {
+            let user: ClerkUser = serde_json::from_value(event.data)
+                .map_err(|e| ApiError::bad_request(format!("not a Clerk user: {e}")))?;
+            upsert(&state.db, &user).await?
+        }
+        "user.deleted" => {
+            let user: DeletedUser = serde_json::from_value(event.data)
+                .map_err(|e| ApiError::bad_request(format!("not a deleted Clerk user: {e}")))?;
+            let at = event
+                .timestamp
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_else(Utc::now);
+            delete(&state.db, &user.id, at).await?
+        }
+        _ => Outcome::Ignored,
+    };
+    tracing::info!(kind = event.kind, ?outcome, "clerk event");
+    Ok(http::json(
+        lambda_http::http::StatusCode::OK,
+        &match outcome {
+            Outcome::Ignored => json!({"ok": true, "ignored": true}),
+            Outcome::Applied { changed } => json!({"ok": true, "changed": changed}),
+        },
+    ))
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Applied {
+        changed: bool,
+    },
+    /// Not a user event, or an event for a deleted user.
+    Ignored,
+}
+
+async fn upsert(db: &Db, user: &ClerkUser) -> Result<Outcome, DbError> {
+    let email = user.primary_email_address_id.as_ref().and_then(|primary| {
+        user.email_addresses
+            .iter()
+            .find(|address| &address.id == primary)
+            .map(|address| address.email_address.as_str())
+    });
+    let updated_at = DateTime::from_timestamp_millis(user.updated_at).unwrap_or_default();
+    db.transaction(Idempotence::Idempotent, |tx| async move {
+        let changed = tx
+            .execute(
+                &sql::UPSERT_USER,
+                &[
+                    (&user.id, Type::TEXT),
+                    (&email, Type::TEXT),
+                    (&user.first_name, Type::TEXT),
+                    (&user.last_name, Type::TEXT),
+                    (&user.image_url, Type::TEXT),
+                    (&updated_at, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await?;
+        Ok(match users::drop_if_tombstoned(&tx, &user.id).await? {
+            UserState::Deleted => Outcome::Ignored,
+            UserState::Active => Outcome::Applied {
+                changed: changed > 0,
+            },
+        })
+    })
+    .await
+}
+
+async fn delete(db: &Db, user_id: &str, at: DateTime<Utc>) -> Result<Outcome, DbError> {
+    db.transaction(Idempotence::Idempotent, |tx| async move {
+        let new_tombstone: bool = tx
+            .query_one(
+                &sql::TOMBSTONE_AND_LOCK_USER,
+                &[(&user_id, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
+            )
+            .await?
+            .get(0);
+        tx.execute(&sql::DELETE_USER, &[(&user_id, Type::TEXT)])
+            .await?;
+        Ok(Outcome::Applied {
+            changed: new_tombstone,
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_http::http::{HeaderMap, HeaderValue};
+    use svix::webhooks::Webhook;
+
+    // Svix's published test vector.
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const ID: &str = "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk";
+    const TIMESTAMP: &str = "1649367553";
+    const BODY: &str = r#"{"email":"test@example.com","username":"test_user"}"#;
+    const SIGNATURE: &str = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
+
+    fn headers(id: &str, timestamp: &str, signature: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert("svix-id", HeaderValue::from_str(id).unwrap());
+        map.insert("svix-timestamp", HeaderValue::from_str(timestamp).unwrap());
+        map.insert("svix-signature", HeaderValue::from_str(signature).unwrap());
+        map
+    }
+
+    #[test]
+    fn the_published_test_vector_verifies() {
+        let webhook = Webhook::new(SECRET).unwrap();
+        let good = headers(ID, TIMESTAMP, SIGNATURE);
+        webhook
+            .verify_ignoring_timestamp(BODY.as_bytes(), &good)
+            .unwrap();
+        // With the 5-minute tolerance (as the handler verifies), a 2022 timestamp is refused.
+        assert!(webhook.verify(BODY.as_bytes(), &good).is_err());
+    }
+
+    #[test]
+    fn any_change_breaks_it() {
+        let webhook = Webhook::new(SECRET).unwrap();
+        let changed_body = BODY.replace("test_user", "test_usex");
+        assert!(
+            webhook
+                .verify_ignoring_timestamp(
+                    changed_body.as_bytes(),
+                    &headers(ID, TIMESTAMP, SIGNATURE)
+                )
+                .is_err()
+        );
+        assert!(
+            webhook
+                .verify_ignoring_timestamp(BODY.as_bytes(), &headers(ID, "1649367554", SIGNATURE))
+                .is_err()
+        );
+        assert!(
+            webhook
+                .verify_ignoring_timestamp(
+                    BODY.as_bytes(),
+                    &headers("msg_other", TIMESTAMP, SIGNATURE)
+                )
+                .is_err()
+        );
+        let other = Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert!(
+            other
+                .verify_ignoring_timestamp(BODY.as_bytes(), &headers(ID, TIMESTAMP, SIGNATURE))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn one_valid_signature_among_invalid_ones_is_enough() {
+        let webhook = Webhook::new(SECRET).unwrap();
+        let list = format!(
+            "v1,Zm9yZ2Vk v2,{} {SIGNATURE} v1,YW5vdGhlcg==",
+            &SIGNATURE[3..]
+        );
+        webhook
+            .verify_ignoring_timestamp(BODY.as_bytes(), &headers(ID, TIMESTAMP, &list))
+            .unwrap();
+        let only_invalid = "v1,Zm9yZ2Vk v1,YW5vdGhlcg==";
+        assert!(
+            webhook
+                .verify_ignoring_timestamp(BODY.as_bytes(), &headers(ID, TIMESTAMP, only_invalid))
+                .is_err()
+        );
+    }
 }

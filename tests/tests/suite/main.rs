@@ -1,6 +1,8 @@
 //! One integration-test binary (one link on a 2-core machine), one module per area.
 //! Run through `scripts/test`, which starts PostgreSQL behind a transaction-mode PgBouncer.
 
+mod auth;
+mod clerk_webhook;
 mod config_secrets;
 mod db_pooler;
 mod migrations;

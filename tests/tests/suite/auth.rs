@@ -1,0 +1,352 @@
+//! Clerk session tokens: the matrix of what Clerk's own `verifyToken` accepts and refuses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use shared::auth::{AuthError, Authenticator};
+use shared::config::Config;
+use tests::clerk::{self, claims, dev_signing_key, now, other_signing_key, sign};
+use tests::{Event, TestDb, assert_error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(extra: &[(&str, &str)]) -> Config {
+    let mut vars: std::collections::HashMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    vars.insert(
+        "DATABASE_URL".into(),
+        "postgres://unused@127.0.0.1/unused".into(),
+    );
+    Config::from_vars(&vars).unwrap()
+}
+
+/// Pinned like a production deployment: key, issuer and authorized parties.
+fn pinned() -> Authenticator {
+    let key = clerk::dev_public_key();
+    Authenticator::from_config(&config(&[
+        ("CLERK_JWT_KEY", &key),
+        ("CLERK_ISSUER", "https://clerk.dev.localhost"),
+        (
+            "CLERK_AUTHORIZED_PARTIES",
+            "https://app.example.com, http://localhost:3000",
+        ),
+    ]))
+    .unwrap()
+}
+
+fn with(mut claims: Value, changes: Value) -> Value {
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
+async fn verdict(auth: &Authenticator, token: &str) -> Result<String, AuthError> {
+    auth.verify(token).await.map(|u| u.as_str().to_owned())
+}
+
+#[tokio::test]
+async fn a_valid_token_yields_its_subject() {
+    let token = clerk::token("user_valid");
+    assert_eq!(verdict(&pinned(), &token).await.unwrap(), "user_valid");
+}
+
+#[tokio::test]
+async fn time_claims_allow_five_seconds_of_skew_and_no_more() {
+    let auth = pinned();
+    let key = dev_signing_key();
+    let t = now();
+    let cases = [
+        (json!({"exp": t - 6}), false, "expired by 6 s"),
+        (json!({"exp": t - 3}), true, "expired by 3 s, within skew"),
+        (json!({"nbf": t + 6}), false, "nbf 6 s ahead"),
+        (json!({"nbf": t + 3}), true, "nbf 3 s ahead"),
+        (json!({"iat": t + 6}), false, "iat 6 s ahead"),
+        (json!({"iat": t + 3}), true, "iat 3 s ahead"),
+        (json!({"exp": null}), false, "no exp"),
+    ];
+    for (changes, accepted, what) in cases {
+        let token = sign(&with(claims("user_t"), changes), &key, Some("dev"));
+        assert_eq!(verdict(&auth, &token).await.is_ok(), accepted, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn pinned_claims_are_enforced() {
+    let auth = pinned();
+    let key = dev_signing_key();
+    let cases = [
+        (
+            json!({"azp": "https://evil.example.com"}),
+            false,
+            "wrong azp",
+        ),
+        (
+            json!({"azp": null}),
+            false,
+            "missing azp while parties are configured",
+        ),
+        (
+            json!({"azp": "https://app.example.com"}),
+            true,
+            "the other authorized party",
+        ),
+        (
+            json!({"iss": "https://clerk.evil.example"}),
+            false,
+            "wrong iss",
+        ),
+        (
+            json!({"iss": null}),
+            false,
+            "missing iss while an issuer is pinned",
+        ),
+        (json!({"sub": null}), false, "no sub"),
+        (json!({"sub": ""}), false, "empty sub"),
+        (
+            json!({"aud": "some-audience"}),
+            true,
+            "an aud alone is no reason to refuse",
+        ),
+    ];
+    for (changes, accepted, what) in cases {
+        let token = sign(&with(claims("user_p"), changes), &key, Some("dev"));
+        assert_eq!(verdict(&auth, &token).await.is_ok(), accepted, "{what}");
+    }
+    // Without parties configured, a token without azp is fine.
+    let key_pem = clerk::dev_public_key();
+    let open = Authenticator::from_config(&config(&[("CLERK_JWT_KEY", &key_pem)])).unwrap();
+    let token = sign(
+        &with(claims("user_p"), json!({"azp": null})),
+        &key,
+        Some("dev"),
+    );
+    assert_eq!(verdict(&open, &token).await.unwrap(), "user_p");
+}
+
+#[tokio::test]
+async fn forgeries_and_garbage_are_refused() {
+    let auth = pinned();
+    let body = claims("user_f");
+
+    let wrong_key = sign(&body, &other_signing_key(), Some("dev"));
+    assert!(matches!(
+        verdict(&auth, &wrong_key).await,
+        Err(AuthError::Invalid(_))
+    ));
+
+    // HS256 "signed" with the public key as the HMAC secret: the classic confusion attack.
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &body,
+        &EncodingKey::from_secret(clerk::dev_public_key().as_bytes()),
+    )
+    .unwrap();
+    assert!(verdict(&auth, &hs256).await.is_err(), "HS256 forgery");
+
+    let none = clerk::unsigned(&json!({"alg": "none", "typ": "JWT"}), &body);
+    assert!(verdict(&auth, &none).await.is_err(), "alg none");
+
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    let odd_typ = jsonwebtoken::encode(&header, &body, &dev_signing_key()).unwrap();
+    assert!(
+        verdict(&auth, &odd_typ).await.is_err(),
+        "typ other than JWT"
+    );
+
+    for garbage in ["", "abc", "a.b.c", "eyJhbGciOiJSUzI1NiJ9..", "...."] {
+        assert!(verdict(&auth, garbage).await.is_err(), "{garbage:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_cookie_is_used_only_without_an_authorization_header() {
+    let auth = pinned();
+    let good = clerk::token("user_cookie");
+    let request = Event::load("devices-list")
+        .without_header("authorization")
+        .header("cookie", &format!("theme=dark; __session={good}"))
+        .request();
+    let user = auth.verify_headers(request.headers()).await.unwrap();
+    assert_eq!(user.as_str(), "user_cookie");
+
+    // A bad Authorization header is not rescued by a good cookie.
+    let request = Event::load("devices-list")
+        .header("authorization", "Bearer not-a-token")
+        .header("cookie", &format!("__session={good}"))
+        .request();
+    assert!(auth.verify_headers(request.headers()).await.is_err());
+}
+
+/// A JWKS endpoint on loopback that counts its requests; what it serves can be changed.
+struct JwksServer {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    served: Arc<std::sync::Mutex<String>>,
+}
+
+impl JwksServer {
+    async fn start(set: &JwkSet) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let hits = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(std::sync::Mutex::new(serde_json::to_string(set).unwrap()));
+        let (h, s) = (hits.clone(), served.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                h.fetch_add(1, Ordering::SeqCst);
+                let body = s.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        Self { url, hits, served }
+    }
+
+    fn serve(&self, set: &JwkSet) {
+        *self.served.lock().unwrap() = serde_json::to_string(set).unwrap();
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn jwk(key: &EncodingKey, kid: &str) -> Jwk {
+    let mut jwk = Jwk::from_encoding_key(key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
+
+#[tokio::test]
+async fn jwks_keys_are_chosen_by_kid_cached_and_refetched_once_on_an_unknown_kid() {
+    let (dev, other) = (dev_signing_key(), other_signing_key());
+    let server = JwksServer::start(&JwkSet {
+        keys: vec![jwk(&dev, "ins_key_1"), jwk(&other, "ins_key_2")],
+    })
+    .await;
+    let auth = Authenticator::from_config(&config(&[("CLERK_JWKS_URL", &server.url)])).unwrap();
+
+    let body = claims("user_jwks");
+    assert!(
+        verdict(&auth, &sign(&body, &other, Some("ins_key_2")))
+            .await
+            .is_ok()
+    );
+    assert!(
+        verdict(&auth, &sign(&body, &dev, Some("ins_key_1")))
+            .await
+            .is_ok()
+    );
+    // The right kid with the wrong key's signature is still a forgery.
+    assert!(
+        verdict(&auth, &sign(&body, &dev, Some("ins_key_2")))
+            .await
+            .is_err()
+    );
+    assert_eq!(server.hits(), 1, "fetched once, then cached");
+
+    // Clerk rotates: a new kid appears, and the first token signed with it refetches.
+    server.serve(&JwkSet {
+        keys: vec![jwk(&dev, "ins_key_1"), jwk(&other, "ins_key_3")],
+    });
+    assert!(
+        verdict(&auth, &sign(&body, &other, Some("ins_key_3")))
+            .await
+            .is_ok()
+    );
+    assert_eq!(server.hits(), 2);
+
+    // An unknown kid right after that does not refetch again (at most once a minute).
+    let unknown = verdict(&auth, &sign(&body, &other, Some("ins_key_9"))).await;
+    assert!(
+        matches!(unknown, Err(AuthError::UnknownKey(_))),
+        "{unknown:?}"
+    );
+    assert_eq!(server.hits(), 2);
+    assert!(
+        verdict(&auth, &sign(&body, &other, None)).await.is_err(),
+        "no kid"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_key_configuration_is_a_start_up_error() {
+    let error = Authenticator::from_config(&config(&[])).err().unwrap();
+    assert!(error.to_string().contains("CLERK_JWT_KEY"), "{error}");
+    let error = Authenticator::from_config(&config(&[("CLERK_JWT_KEY", "not a pem")]))
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("CLERK_JWT_KEY"), "{error}");
+}
+
+#[tokio::test]
+async fn a_new_user_gets_a_placeholder_row_and_a_deleted_one_is_refused() {
+    let test = TestDb::new().await;
+    let db = test.db();
+    let auth = pinned();
+    let request = |user: &str| {
+        Event::load("devices-list")
+            .header("authorization", &format!("Bearer {}", clerk::token(user)))
+            .request()
+    };
+
+    let user = auth
+        .authenticate(&db, request("user_new").headers())
+        .await
+        .unwrap();
+    assert_eq!(user.as_str(), "user_new");
+    let row = test
+        .direct
+        .query_one(
+            r#"SELECT email, updated_at IS NULL FROM "user" WHERE id = 'user_new'"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+    assert!(row.get::<_, bool>(1), "a placeholder has no version yet");
+
+    test.direct
+        .batch_execute("INSERT INTO user_tombstones (id, deleted_at) VALUES ('user_gone', now())")
+        .await
+        .unwrap();
+    let refused = auth
+        .authenticate(&db, request("user_gone").headers())
+        .await
+        .unwrap_err();
+    assert_error(&refused.into_response(), 401, "unauthorized", None);
+    assert_eq!(test.count(r#""user" WHERE id = 'user_gone'"#).await, 0);
+
+    let refused = auth
+        .authenticate(
+            &db,
+            Event::load("devices-list")
+                .without_header("authorization")
+                .request()
+                .headers(),
+        )
+        .await
+        .unwrap_err();
+    assert_error(&refused.into_response(), 401, "unauthorized", None);
+}
