@@ -2,10 +2,14 @@
 
 use std::borrow::Cow;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use crate::db::DbError;
 
@@ -201,7 +205,7 @@ pub fn body_bytes(req: &Request) -> &[u8] {
     }
 }
 
-/// Parses a JSON body of at most `limit` bytes into `T`.
+/// Parses a JSON object body of at most `limit` bytes into `T`.
 ///
 /// A `Content-Type` other than JSON is `400`; a missing one is accepted as JSON, because small
 /// device HTTP stacks often send none.
@@ -224,6 +228,10 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, limit: usize) -> Result<T, 
     let bytes = body_bytes(req);
     if bytes.len() > limit {
         return Err(ApiError::payload_too_large(limit));
+    }
+    // Every body of this API is an object (serde would also read a struct from an array).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(format!("the body is not valid JSON for this route: {e}"))
@@ -255,6 +263,84 @@ pub fn allow(method: &Method, allowed: &'static str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::method_not_allowed(allowed))
+    }
+}
+
+/// The first value of a query-string parameter, decoded.
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.query_string_parameters_ref()
+        .and_then(|params| params.first(name))
+        .map(str::to_owned)
+}
+
+/// `limit`: absent → `default`; not a whole number → `400`; outside 1..=`max` → `422`.
+pub fn limit(req: &Request, default: i64, max: i64) -> Result<i64, ApiError> {
+    let Some(text) = query_param(req, "limit") else {
+        return Ok(default);
+    };
+    let value: i64 = text.parse().map_err(|_| {
+        let mut error = ApiError::bad_request("limit must be a whole number");
+        error.field = Some("limit".into());
+        error
+    })?;
+    if !(1..=max).contains(&value) {
+        return Err(ApiError::validation(
+            "limit",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A `400` about one query parameter that does not parse.
+pub fn bad_query(field: &str, message: impl Into<Cow<'static, str>>) -> ApiError {
+    let mut error = ApiError::bad_request(message);
+    error.field = Some(field.into());
+    error
+}
+
+/// An opaque keyset position for lists ordered by (time, id), newest first:
+/// base64url of the time in microseconds and the id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// Where a list starts when no cursor is given: after everything.
+    pub fn start() -> Self {
+        Self {
+            // 9999-12-31T23:59:59Z: later than anything stored, and representable in Postgres.
+            at: DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default(),
+            id: Uuid::max(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut bytes = [0u8; 24];
+        bytes[..8].copy_from_slice(&self.at.timestamp_micros().to_be_bytes());
+        bytes[8..].copy_from_slice(self.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The `cursor` parameter of a request: absent → [`Cursor::start`], garbage → `400`.
+    pub fn from_request(req: &Request) -> Result<Self, ApiError> {
+        match query_param(req, "cursor") {
+            None => Ok(Self::start()),
+            Some(text) => Self::decode(&text)
+                .ok_or_else(|| bad_query("cursor", "cursor is not one this API gave out")),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let bytes: [u8; 24] = bytes.try_into().ok()?;
+        let micros = i64::from_be_bytes(bytes[..8].try_into().ok()?);
+        Some(Self {
+            at: DateTime::from_timestamp_micros(micros)?,
+            id: Uuid::from_slice(&bytes[8..]).ok()?,
+        })
     }
 }
 
@@ -299,6 +385,28 @@ mod tests {
         let error: ApiError = DbError::Unavailable("host db.internal:5432 refused".into()).into();
         let body = body_json(&error.into_response());
         assert!(!body.to_string().contains("db.internal"));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            at: DateTime::from_timestamp_micros(1_795_687_200_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(
+            Cursor::decode(&Cursor::start().encode()),
+            Some(Cursor::start())
+        );
+        for bad in [
+            "",
+            "abc",
+            "!!!!",
+            &"A".repeat(33),
+            &URL_SAFE_NO_PAD.encode([0u8; 23]),
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

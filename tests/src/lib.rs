@@ -76,12 +76,22 @@ impl TestDb {
         Db::with_timeouts(&self.pooled_url(), timeouts).expect("pooled URL parses")
     }
 
-    /// The configuration a function would load, pointing at this database through the pooler.
+    /// The configuration a function would load, pointing at this database through the pooler,
+    /// with the development `CLERK_JWT_KEY` and Svix's test webhook secret unless `extra` says
+    /// otherwise.
     pub fn config(&self, extra: &[(&str, &str)]) -> Config {
-        let mut vars: HashMap<String, String> = extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("CLERK_JWT_KEY".to_owned(), clerk::dev_public_key()),
+            (
+                "CLERK_WEBHOOK_SECRET".to_owned(),
+                clerk::WEBHOOK_SECRET.to_owned(),
+            ),
+        ]);
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         vars.insert("DATABASE_URL".into(), self.pooled_url().expose().to_owned());
         vars.insert(
             "DATABASE_URL_DIRECT".into(),
@@ -148,6 +158,11 @@ impl Event {
         self.0["requestContext"]["http"]["method"] = method.into();
         self.0["requestContext"]["http"]["path"] = path.into();
         self
+    }
+
+    /// Signed in as `user` (a fresh development-key session token).
+    pub fn as_user(self, user: &str) -> Self {
+        self.header("authorization", &format!("Bearer {}", clerk::token(user)))
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {

@@ -5,5 +5,6 @@ mod auth;
 mod clerk_webhook;
 mod config_secrets;
 mod db_pooler;
+mod devices;
 mod migrations;
 mod routes;

@@ -1,0 +1,35 @@
+//! Types that parse instead of validate: once you hold a `Metric`, it is a valid metric.
+//! Each `parse` says what is wrong in a sentence fit for the `message` of a `422`.
+
+mod decimal;
+mod device_key;
+mod device_name;
+mod metric;
+mod rule;
+
+pub use decimal::DecimalValue;
+pub use device_key::DeviceKey;
+pub use device_name::DeviceName;
+pub use metric::Metric;
+pub use rule::{Comparator, ForSeconds};
+
+/// Why a value was refused; becomes the `message` of a `422 validation_failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub std::borrow::Cow<'static, str>);
+
+impl Invalid {
+    pub fn new(message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self(message.into())
+    }
+
+    /// The `422` naming `field`.
+    pub fn at(self, field: impl Into<String>) -> crate::http::ApiError {
+        crate::http::ApiError::validation(field, self.0)
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
