@@ -113,6 +113,10 @@ impl ApiError {
         self.code
     }
 
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     pub fn into_response(self) -> Response {
         #[derive(Serialize)]
         struct Envelope<'a> {

@@ -100,6 +100,23 @@ impl TestDb {
         Config::from_vars(&vars).expect("test configuration is complete")
     }
 
+    /// A user with one device, made directly; returns the device id and its key.
+    pub async fn device(&self, owner: &str) -> (uuid::Uuid, String) {
+        let key = shared::domain::DeviceKey::generate();
+        let hash = key.hash().to_vec();
+        let row = self
+            .direct
+            .query_one(
+                r#"WITH u AS (INSERT INTO "user" (id) VALUES ($1) ON CONFLICT DO NOTHING)
+                   INSERT INTO devices (owner_id, name, device_key_hash) VALUES ($1, 'test device', $2)
+                   RETURNING id"#,
+                &[&owner, &hash],
+            )
+            .await
+            .expect("seed a device");
+        (row.get(0), key.reveal().to_owned())
+    }
+
     /// `SELECT count(*) FROM <table>`, directly.
     pub async fn count(&self, table: &str) -> i64 {
         self.direct
@@ -181,6 +198,16 @@ impl Event {
     pub fn body(mut self, body: &str) -> Self {
         self.0["body"] = body.into();
         self.0["isBase64Encoded"] = false.into();
+        self
+    }
+
+    /// A binary body, base64-encoded as API Gateway sends non-text bodies.
+    pub fn binary_body(mut self, bytes: &[u8]) -> Self {
+        use base64::Engine;
+        self.0["body"] = base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into();
+        self.0["isBase64Encoded"] = true.into();
         self
     }
 

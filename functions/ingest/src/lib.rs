@@ -1,9 +1,32 @@
-//! `POST /v1/ingest`: devices push readings.
+//! `POST /v1/ingest`: devices push readings (function `ingest`), the hot path.
+//!
+//! The device key is checked for shape, the whole batch is parsed and validated, and only then
+//! does one SQL statement resolve the key, store the readings, tell duplicates from conflicts
+//! and mark the device online.
 
+pub mod sql;
+
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use shared::auth::bearer;
 use shared::config::Config;
 use shared::db::{Db, DbError};
+use shared::domain::{DecimalValue, DeviceKey, Metric};
 use shared::http::{self, ApiError, Response};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+/// At most 1 MiB of body and 1000 readings per request.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+pub const MAX_READINGS: usize = 1000;
+/// A reading may be stamped at most this far ahead of the server clock.
+pub const MAX_FUTURE: TimeDelta = TimeDelta::minutes(5);
 
 /// Built once per cold start.
 pub struct State {
@@ -19,11 +42,394 @@ impl State {
 }
 
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
-pub async fn handle(_state: &State, req: Request) -> Response {
+pub async fn handle(state: &State, req: Request) -> Response {
     let segments = http::path_segments(&req);
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     http::respond(match segments.as_slice() {
-        ["v1", "ingest"] => http::allow(req.method(), "POST").and(Err(ApiError::not_found())),
+        ["v1", "ingest"] => match http::allow(req.method(), "POST") {
+            Ok(()) => ingest(state, &req).await,
+            Err(error) => Err(error),
+        },
         _ => Err(ApiError::not_found()),
     })
+}
+
+/// One reading, validated; `recorded_at` is whole microseconds (what Postgres keeps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub metric: Metric,
+    pub value: Decimal,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub accepted: i64,
+    pub duplicates: i64,
+    pub conflicts: Vec<Conflict>,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub index: usize,
+    pub metric: String,
+    pub recorded_at: String,
+}
+
+async fn ingest(state: &State, req: &Request) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let key = req
+        .headers()
+        .get(lambda_http::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .and_then(DeviceKey::parse)
+        .ok_or_else(ApiError::unauthorized)?;
+    let body = http::body_bytes(req);
+    if body.len() > BODY_LIMIT {
+        return Err(ApiError::payload_too_large(BODY_LIMIT));
+    }
+    let readings = parse_batch(body, Utc::now())?;
+    let (device_id, outcome) = store(&state.db, &key, &readings).await?;
+    tracing::info!(
+        %device_id,
+        readings = readings.len(),
+        accepted = outcome.accepted,
+        duplicates = outcome.duplicates,
+        conflicts = outcome.conflicts.len(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "ingest"
+    );
+    Ok(http::json(StatusCode::OK, &outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch<'a> {
+    #[serde(borrow, default)]
+    readings: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReading<'a> {
+    #[serde(borrow, default)]
+    metric: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    recorded_at: Option<&'a RawValue>,
+}
+
+/// Parses and validates the whole batch; the first bad reading is the `422`, naming its field.
+/// `now` is when the request arrived: the default `recorded_at`, and the clock for "future".
+pub fn parse_batch(body: &[u8], now: DateTime<Utc>) -> Result<Vec<Reading>, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let batch: Batch = serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a valid batch: {e}")))?;
+    let raw = batch
+        .readings
+        .ok_or_else(|| ApiError::validation("readings", "readings is required"))?;
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::validation("readings", "readings must be an array"))?;
+    if items.is_empty() || items.len() > MAX_READINGS {
+        return Err(ApiError::validation(
+            "readings",
+            "a batch holds 1 to 1000 readings",
+        ));
+    }
+    let now = truncate_to_micros(now);
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| parse_reading(raw, index, now))
+        .collect()
+}
+
+fn parse_reading(raw: &RawValue, index: usize, now: DateTime<Utc>) -> Result<Reading, ApiError> {
+    let field = |name: &str| format!("readings[{index}].{name}");
+    let reading: RawReading = serde_json::from_str(raw.get()).map_err(|_| {
+        ApiError::validation(
+            format!("readings[{index}]"),
+            "a reading is an object with metric, value and an optional recorded_at",
+        )
+    })?;
+    let metric = match reading
+        .metric
+        .map(|m| serde_json::from_str::<String>(m.get()))
+    {
+        Some(Ok(text)) => Metric::parse(&text).map_err(|e| e.at(field("metric")))?,
+        Some(Err(_)) => {
+            return Err(ApiError::validation(
+                field("metric"),
+                "metric must be a string",
+            ));
+        }
+        None => return Err(ApiError::validation(field("metric"), "metric is required")),
+    };
+    let value = match reading.value {
+        Some(raw) => DecimalValue::from_json(raw)
+            .map_err(|e| ApiError::validation(field("value"), format!("value {e}")))?
+            .get(),
+        None => return Err(ApiError::validation(field("value"), "value is required")),
+    };
+    let recorded_at = match reading.recorded_at {
+        None => now,
+        Some(raw) if raw.get() == "null" => now,
+        Some(raw) => parse_time(raw)
+            .map_err(|message| ApiError::validation(field("recorded_at"), message))?,
+    };
+    if recorded_at > now + MAX_FUTURE {
+        return Err(ApiError::validation(
+            field("recorded_at"),
+            "recorded_at is more than 5 minutes in the future",
+        ));
+    }
+    Ok(Reading {
+        metric,
+        value,
+        recorded_at,
+    })
+}
+
+/// RFC 3339 with an offset, or whole Unix milliseconds (not before 1970).
+fn parse_time(raw: &RawValue) -> Result<DateTime<Utc>, &'static str> {
+    const MESSAGE: &str = "recorded_at is an RFC 3339 time with offset or whole Unix milliseconds";
+    let text = raw.get();
+    let parsed = if text.starts_with('"') {
+        let s: String = serde_json::from_str(text).map_err(|_| MESSAGE)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| MESSAGE)?
+    } else {
+        let ms: i64 = text.parse().map_err(|_| MESSAGE)?;
+        if ms < 0 {
+            return Err("recorded_at may not be before 1970");
+        }
+        DateTime::from_timestamp_millis(ms).ok_or(MESSAGE)?
+    };
+    if parsed.timestamp() < 0 {
+        return Err("recorded_at may not be before 1970");
+    }
+    Ok(truncate_to_micros(parsed))
+}
+
+/// Postgres keeps microseconds; drop finer digits here so that what we report is what is stored.
+fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// One statement (a second only when another request stored some of the same readings while
+/// this one waited for the device); an unknown key is `401`.
+async fn store(
+    db: &Db,
+    key: &DeviceKey,
+    readings: &[Reading],
+) -> Result<(Uuid, Outcome), ApiError> {
+    let hash = key.hash().to_vec();
+    let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
+    let values: Vec<Decimal> = readings.iter().map(|r| r.value).collect();
+    let times: Vec<DateTime<Utc>> = readings.iter().map(|r| r.recorded_at).collect();
+    let row = db
+        .query_one(
+            &sql::INGEST,
+            &[
+                (&hash, Type::BYTEA),
+                (&metrics, Type::TEXT_ARRAY),
+                (&values, Type::NUMERIC_ARRAY),
+                (&times, Type::TIMESTAMPTZ_ARRAY),
+            ],
+        )
+        .await?;
+    let Some(device_id) = row.get::<_, Option<Uuid>>(0) else {
+        return Err(ApiError::unauthorized());
+    };
+    let mut outcome = Outcome {
+        accepted: row.get(1),
+        duplicates: row.get(2),
+        conflicts: Vec::new(),
+    };
+    let mut conflicts: Vec<i64> = row.get(3);
+    let unknown: Vec<i64> = row.get(4);
+    if !unknown.is_empty() {
+        let (duplicates, more_conflicts) =
+            resolve_unknown(db, device_id, readings, &unknown).await?;
+        outcome.duplicates += duplicates;
+        conflicts.extend(more_conflicts);
+        conflicts.sort_unstable();
+    }
+    outcome.conflicts = conflicts
+        .into_iter()
+        .filter_map(|ord| usize::try_from(ord - 1).ok())
+        .filter_map(|index| {
+            readings.get(index).map(|r| Conflict {
+                index,
+                metric: r.metric.as_str().to_owned(),
+                recorded_at: r.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            })
+        })
+        .collect();
+    Ok((device_id, outcome))
+}
+
+/// Readings another request stored after this one's snapshot: compare with what is stored now.
+async fn resolve_unknown(
+    db: &Db,
+    device_id: Uuid,
+    readings: &[Reading],
+    ords: &[i64],
+) -> Result<(i64, Vec<i64>), DbError> {
+    let picked: Vec<(i64, &Reading)> = ords
+        .iter()
+        .filter_map(|&ord| Some((ord, readings.get(usize::try_from(ord - 1).ok()?)?)))
+        .collect();
+    let metrics: Vec<&str> = picked.iter().map(|(_, r)| r.metric.as_str()).collect();
+    let values: Vec<Decimal> = picked.iter().map(|(_, r)| r.value).collect();
+    let times: Vec<DateTime<Utc>> = picked.iter().map(|(_, r)| r.recorded_at).collect();
+    let ords: Vec<i64> = picked.iter().map(|(ord, _)| *ord).collect();
+    let rows = db
+        .query(
+            &sql::STORED_VALUES,
+            &[
+                (&device_id, Type::UUID),
+                (&metrics, Type::TEXT_ARRAY),
+                (&values, Type::NUMERIC_ARRAY),
+                (&times, Type::TIMESTAMPTZ_ARRAY),
+                (&ords, Type::INT8_ARRAY),
+            ],
+        )
+        .await?;
+    let mut duplicates = 0;
+    let mut conflicts = Vec::new();
+    for row in &rows {
+        if row.get::<_, bool>(1) {
+            duplicates += 1;
+        } else {
+            conflicts.push(row.get::<_, i64>(0));
+        }
+    }
+    if rows.len() != ords.len() {
+        // Stored a moment ago and gone now: the device was deleted meanwhile.
+        tracing::warn!(%device_id, missing = ords.len() - rows.len(), "readings vanished during ingest");
+        duplicates += (ords.len() - rows.len()) as i64;
+    }
+    Ok((duplicates, conflicts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-26T10:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// `None` when accepted, else (status, field).
+    fn refusal(body: &str) -> Option<(u16, Option<String>)> {
+        parse_batch(body.as_bytes(), now())
+            .err()
+            .map(|e| (e.status().as_u16(), e.field().map(str::to_owned)))
+    }
+
+    #[test]
+    fn parses_numbers_strings_and_both_time_forms() {
+        let body = r#"{"readings": [
+            {"metric": "temperature", "value": 21.5, "recorded_at": "2026-11-26T10:00:00Z"},
+            {"metric": "humidity", "value": "40.125", "recorded_at": 1795687200000},
+            {"metric": "pressure", "value": 1e3, "recorded_at": "2026-11-26T11:00:00.123456789+01:00"},
+            {"metric": "battery", "value": "-0.000001"}
+        ]}"#;
+        let readings = parse_batch(body.as_bytes(), now()).unwrap();
+        assert_eq!(readings.len(), 4);
+        assert_eq!(readings[0].value.to_string(), "21.5");
+        assert_eq!(
+            readings[1].recorded_at.to_rfc3339(),
+            "2026-11-26T10:00:00+00:00"
+        );
+        assert_eq!(readings[2].value.to_string(), "1000");
+        assert_eq!(
+            readings[2]
+                .recorded_at
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            "2026-11-26T10:00:00.123456Z",
+            "UTC, whole microseconds"
+        );
+        assert_eq!(
+            readings[3].recorded_at,
+            now(),
+            "defaults to the arrival time"
+        );
+    }
+
+    #[test]
+    fn the_first_bad_reading_is_named() {
+        let cases = [
+            (
+                r#"{"readings": [{"metric": "ok", "value": 1}, {"metric": "bad one", "value": 1}]}"#,
+                "readings[1].metric",
+            ),
+            (
+                r#"{"readings": [{"metric": "t", "value": true}]}"#,
+                "readings[0].value",
+            ),
+            (
+                r#"{"readings": [{"metric": "t", "value": null}]}"#,
+                "readings[0].value",
+            ),
+            (r#"{"readings": [{"metric": "t"}]}"#, "readings[0].value"),
+            (r#"{"readings": [{"value": 1}]}"#, "readings[0].metric"),
+            (
+                r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "yesterday"}]}"#,
+                "readings[0].recorded_at",
+            ),
+            (
+                r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "2026-11-26T10:00:00"}]}"#,
+                "readings[0].recorded_at",
+            ),
+            (
+                r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": 1.5}]}"#,
+                "readings[0].recorded_at",
+            ),
+            (
+                r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": -1}]}"#,
+                "readings[0].recorded_at",
+            ),
+            (
+                r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "2026-11-26T10:06:00.6Z"}]}"#,
+                "readings[0].recorded_at",
+            ),
+            (
+                r#"{"readings": [{"metric": "t", "value": 1, "unit": "C"}]}"#,
+                "readings[0]",
+            ),
+            (r#"{"readings": [7]}"#, "readings[0]"),
+            (r#"{"readings": []}"#, "readings"),
+            (r#"{"readings": {}}"#, "readings"),
+            (r#"{}"#, "readings"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(refusal(body), Some((422, Some(field.to_owned()))), "{body}");
+        }
+        // Exactly five minutes ahead is still fine.
+        assert!(refusal(r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "2026-11-26T10:05:00.5Z"}]}"#).is_none());
+    }
+
+    #[test]
+    fn the_shape_of_the_body_is_400() {
+        for body in [
+            "",
+            "[]",
+            "not json",
+            r#"{"readings": [], "extra": 1}"#,
+            "{\"readings\": [}",
+        ] {
+            assert_eq!(refusal(body), Some((400, None)), "{body}");
+        }
+    }
 }

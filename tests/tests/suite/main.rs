@@ -6,5 +6,6 @@ mod clerk_webhook;
 mod config_secrets;
 mod db_pooler;
 mod devices;
+mod ingest;
 mod migrations;
 mod routes;

@@ -1,0 +1,545 @@
+//! The ingest function: exact storage, idempotence, concurrency, validation, one round trip.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tests::{Event, TestDb, assert_error, body_json, connect, env};
+
+fn state(test: &TestDb) -> ingest::State {
+    ingest::State::new(&test.config(&[])).unwrap()
+}
+
+fn batch_event(key: &str, body: &Value) -> Event {
+    Event::load("ingest")
+        .header("authorization", &format!("Bearer {key}"))
+        .json_body(body)
+}
+
+async fn send(state: &ingest::State, key: &str, body: &Value) -> (u16, Value) {
+    let response = ingest::handle(state, batch_event(key, body).request()).await;
+    (response.status().as_u16(), body_json(&response))
+}
+
+fn at(base: DateTime<Utc>, seconds: i64) -> String {
+    (base + Duration::seconds(seconds)).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn base() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+/// `n` readings, 10 s apart from `start`, alternating two metrics; value = index / 10.
+fn readings(start: i64, n: i64) -> Vec<Value> {
+    (start..start + n)
+        .map(|i| {
+            json!({
+                "metric": if i % 2 == 0 { "temperature" } else { "humidity" },
+                "value": format!("{}.{}", i / 10, i % 10),
+                "recorded_at": at(base(), i * 10),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_is_stored_once_and_resending_it_is_harmless() {
+    let test = TestDb::new().await;
+    let (device, key) = test.device("user_a").await;
+    let state = state(&test);
+    let batch = json!({ "readings": readings(0, 1000) });
+
+    let (status, body) = send(&state, &key, &batch).await;
+    assert_eq!(
+        (status, &body),
+        (
+            200,
+            &json!({"accepted": 1000, "duplicates": 0, "conflicts": []})
+        )
+    );
+    assert_eq!(test.count("sensor_readings").await, 1000);
+
+    let (_, body) = send(&state, &key, &batch).await;
+    assert_eq!(
+        body,
+        json!({"accepted": 0, "duplicates": 1000, "conflicts": []})
+    );
+
+    // One value changed: that one is a conflict and the first value stays.
+    let mut changed = batch.clone();
+    changed["readings"][417]["value"] = json!("999.5");
+    let (_, body) = send(&state, &key, &changed).await;
+    assert_eq!(
+        body,
+        json!({"accepted": 0, "duplicates": 999, "conflicts": [
+            {"index": 417, "metric": "humidity", "recorded_at": "2026-11-20T01:09:30Z"}
+        ]})
+    );
+    let stored: String = test
+        .direct
+        .query_one(
+            "SELECT value::text FROM sensor_readings WHERE device_id = $1 AND recorded_at = $2",
+            &[&device, &(base() + Duration::seconds(4170))],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "41.7");
+
+    // Values compare as numbers: 41.70 is the same reading as 41.7.
+    let same = json!({"readings": [{"metric": "humidity", "value": "41.70", "recorded_at": "2026-11-20T01:09:30Z"}]});
+    let (_, body) = send(&state, &key, &same).await;
+    assert_eq!(
+        body,
+        json!({"accepted": 0, "duplicates": 1, "conflicts": []})
+    );
+    assert_eq!(test.count("sensor_readings").await, 1000);
+}
+
+#[tokio::test]
+async fn duplicates_inside_one_batch_follow_the_same_rule() {
+    let test = TestDb::new().await;
+    let (_, key) = test.device("user_a").await;
+    let r =
+        |value: &str| json!({"metric": "t", "value": value, "recorded_at": "2026-11-20T00:00:00Z"});
+    let (_, body) = send(
+        &state(&test),
+        &key,
+        &json!({"readings": [r("1"), r("1.0"), r("2"), r("1")]}),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"accepted": 1, "duplicates": 2, "conflicts": [
+            {"index": 2, "metric": "t", "recorded_at": "2026-11-20T00:00:00Z"}
+        ]})
+    );
+    let stored: String = test
+        .direct
+        .query_one("SELECT value::text FROM sensor_readings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "1", "the first value stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_overlapping_batches_store_each_reading_once() {
+    let test = TestDb::new().await;
+    let (_, key) = test.device("user_a").await;
+    // Request i sends readings [50 i, 50 i + 100): each overlaps its neighbours by half.
+    let tasks = (0..20).map(|i| {
+        let state = state(&test);
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut batch = readings(i * 50, 100);
+            batch.reverse(); // different orders, same keys: no deadlock
+            send(&state, &key, &json!({ "readings": batch })).await
+        })
+    });
+    let mut accepted = 0;
+    for result in futures::future::join_all(tasks).await {
+        let (status, body) = result.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let duplicates = body["duplicates"].as_i64().unwrap();
+        let this = body["accepted"].as_i64().unwrap();
+        assert_eq!(body["conflicts"], json!([]));
+        assert_eq!(
+            this + duplicates,
+            100,
+            "every reading of the request is accounted for"
+        );
+        accepted += this;
+    }
+    let unique = 19 * 50 + 100;
+    assert_eq!(accepted, unique, "accepted counts add up to what is stored");
+    assert_eq!(test.count("sensor_readings").await, unique);
+}
+
+#[tokio::test]
+async fn decimals_round_trip_exactly() {
+    let test = TestDb::new().await;
+    let (_, key) = test.device("user_a").await;
+    // The exact text a device sends (serde_json would print 1e3 as 1000.0).
+    let body = r#"{"readings": [
+        {"metric": "a", "value": 0.1, "recorded_at": "2026-11-20T00:00:00Z"},
+        {"metric": "b", "value": "123456789.123456789", "recorded_at": "2026-11-20T00:00:00Z"},
+        {"metric": "c", "value": -0.000001, "recorded_at": "2026-11-20T00:00:00Z"},
+        {"metric": "d", "value": 1e3, "recorded_at": "2026-11-20T00:00:00Z"}
+    ]}"#;
+    let response = ingest::handle(
+        &state(&test),
+        Event::load("ingest")
+            .header("authorization", &format!("Bearer {key}"))
+            .body(body)
+            .request(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let stored: Vec<String> = test
+        .direct
+        .query(
+            "SELECT value::text FROM sensor_readings ORDER BY metric",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, ["0.1", "123456789.123456789", "-0.000001", "1000"]);
+}
+
+#[tokio::test]
+async fn every_bad_input_is_refused_and_writes_nothing() {
+    let test = TestDb::new().await;
+    let (device, key) = test.device("user_a").await;
+    let state = state(&test);
+    let one = |reading: Value| json!({ "readings": [reading] });
+    let ok = json!({"metric": "t", "value": 1, "recorded_at": "2026-11-20T00:00:00Z"});
+    let with = |field: &str, value: Value| {
+        let mut reading = ok.clone();
+        reading[field] = value;
+        one(reading)
+    };
+    let future = |minutes: i64| (Utc::now() + Duration::minutes(minutes)).to_rfc3339();
+    let auth = format!("Bearer {key}");
+    let event = |body: &str| {
+        Event::load("ingest")
+            .header("authorization", &auth)
+            .body(body)
+    };
+    let json_event = |body: &Value| event(&body.to_string());
+    let huge = format!(
+        r#"{{"readings": [{{"metric": "t", "value": "1", "pad": "{}"}}]}}"#,
+        "x".repeat(1024 * 1024)
+    );
+
+    let cases: Vec<(&str, Event, u16, &str, Option<&str>)> = vec![
+        ("not JSON", event("readings: 1"), 400, "bad_request", None),
+        ("JSON but an array", event("[]"), 400, "bad_request", None),
+        (
+            "invalid UTF-8",
+            event("").binary_body(b"{\"readings\": [{\"metric\": \"\xff\", \"value\": 1}]}"),
+            400,
+            "bad_request",
+            None,
+        ),
+        (
+            "readings missing",
+            json_event(&json!({})),
+            422,
+            "validation_failed",
+            Some("readings"),
+        ),
+        (
+            "readings empty",
+            json_event(&json!({"readings": []})),
+            422,
+            "validation_failed",
+            Some("readings"),
+        ),
+        (
+            "1001 readings",
+            json_event(&json!({"readings": vec![ok.clone(); 1001]})),
+            422,
+            "validation_failed",
+            Some("readings"),
+        ),
+        (
+            "body over 1 MiB",
+            event(&huge),
+            413,
+            "payload_too_large",
+            None,
+        ),
+        (
+            "metric empty",
+            json_event(&with("metric", json!(""))),
+            422,
+            "validation_failed",
+            Some("readings[0].metric"),
+        ),
+        (
+            "metric 65 chars",
+            json_event(&with("metric", json!("m".repeat(65)))),
+            422,
+            "validation_failed",
+            Some("readings[0].metric"),
+        ),
+        (
+            "metric with a space",
+            json_event(&with("metric", json!("room temp"))),
+            422,
+            "validation_failed",
+            Some("readings[0].metric"),
+        ),
+        (
+            "value true",
+            json_event(&with("value", json!(true))),
+            422,
+            "validation_failed",
+            Some("readings[0].value"),
+        ),
+        (
+            "value null",
+            json_event(&with("value", Value::Null)),
+            422,
+            "validation_failed",
+            Some("readings[0].value"),
+        ),
+        (
+            "value abc",
+            json_event(&with("value", json!("abc"))),
+            422,
+            "validation_failed",
+            Some("readings[0].value"),
+        ),
+        (
+            "value NaN",
+            json_event(&with("value", json!("NaN"))),
+            422,
+            "validation_failed",
+            Some("readings[0].value"),
+        ),
+        (
+            "value 1e400",
+            event(r#"{"readings": [{"metric": "t", "value": 1e400}]}"#),
+            422,
+            "validation_failed",
+            Some("readings[0].value"),
+        ),
+        (
+            "recorded_at yesterday",
+            json_event(&with("recorded_at", json!("yesterday"))),
+            422,
+            "validation_failed",
+            Some("readings[0].recorded_at"),
+        ),
+        (
+            "recorded_at naive",
+            json_event(&with("recorded_at", json!("2026-11-20T00:00:00"))),
+            422,
+            "validation_failed",
+            Some("readings[0].recorded_at"),
+        ),
+        (
+            "recorded_at 6 minutes ahead",
+            json_event(&with("recorded_at", json!(future(6)))),
+            422,
+            "validation_failed",
+            Some("readings[0].recorded_at"),
+        ),
+        (
+            "the bad one is named, not the first",
+            json_event(
+                &json!({"readings": [ok.clone(), ok.clone(), {"metric": "t", "value": "x"}]}),
+            ),
+            422,
+            "validation_failed",
+            Some("readings[2].value"),
+        ),
+        (
+            "unknown key",
+            json_event(&one(ok.clone())).header(
+                "authorization",
+                "Bearer dk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+            401,
+            "unauthorized",
+            None,
+        ),
+        (
+            "malformed key",
+            json_event(&one(ok.clone())).header("authorization", "Bearer hunter2"),
+            401,
+            "unauthorized",
+            None,
+        ),
+        (
+            "a session token",
+            json_event(&one(ok.clone())).header(
+                "authorization",
+                &format!("Bearer {}", tests::clerk::token("user_a")),
+            ),
+            401,
+            "unauthorized",
+            None,
+        ),
+        (
+            "no Authorization",
+            json_event(&one(ok.clone())).without_header("authorization"),
+            401,
+            "unauthorized",
+            None,
+        ),
+        (
+            "wrong method",
+            json_event(&one(ok.clone())).at("GET", "/v1/ingest"),
+            405,
+            "method_not_allowed",
+            None,
+        ),
+    ];
+    for (what, event, status, code, field) in cases {
+        let response = ingest::handle(&state, event.request()).await;
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{what}: {}",
+            body_json(&response)
+        );
+        assert_error(&response, status, code, field);
+    }
+    assert_eq!(test.count("sensor_readings").await, 0);
+    let row = test
+        .direct
+        .query_one(
+            "SELECT status, last_seen_at IS NULL FROM devices WHERE id = $1",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, bool>(1)),
+        ("offline".into(), true)
+    );
+
+    // Five minutes ahead is the limit, not past it.
+    let (status, _) = send(&state, &key, &with("recorded_at", json!(future(4)))).await;
+    assert_eq!(status, 200);
+}
+
+async fn device_state(test: &TestDb, device: uuid::Uuid) -> (String, DateTime<Utc>) {
+    let row = test
+        .direct
+        .query_one(
+            "SELECT status, last_seen_at FROM devices WHERE id = $1",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn ingest_marks_the_device_online_and_last_seen_never_moves_back() {
+    let test = TestDb::new().await;
+    let (device, key) = test.device("user_a").await;
+    let state = state(&test);
+    let before = Utc::now();
+    send(&state, &key, &json!({"readings": readings(0, 2)})).await;
+    let (status, first) = device_state(&test, device).await;
+    assert_eq!(status, "online");
+    assert!(first >= before - Duration::seconds(1));
+
+    // A later request carrying old readings still moves it forward, never back.
+    test.direct
+        .execute(
+            "UPDATE devices SET last_seen_at = now() + interval '1 hour' WHERE id = $1",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    let (_, ahead) = device_state(&test, device).await;
+    send(&state, &key, &json!({"readings": readings(100, 2)})).await;
+    assert_eq!(device_state(&test, device).await.1, ahead);
+}
+
+#[tokio::test]
+async fn one_request_is_one_statement() {
+    let test = TestDb::new().await;
+    let (_, key) = test.device("user_a").await;
+    let state = state(&test);
+    let stats = connect(&format!("{}/postgres", env("TEST_DIRECT_BASE"))).await;
+    // Top-level statements executed in this database, by text; not PgBouncer's own
+    // `DISCARD ALL` (its reset) nor the `SET`s it sends to align a server connection's
+    // parameters with the client's.
+    let statements = || async {
+        stats
+            .query(
+                "SELECT s.query, s.calls
+                 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                 WHERE d.datname = $1 AND s.toplevel
+                   AND s.query !~* '^\\s*(DISCARD ALL|SET |SELECT 1\\s*$)'",
+                &[&test.name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    // Warm up: the first request connects.
+    send(&state, &key, &json!({"readings": readings(0, 10)})).await;
+    let before = statements().await;
+    let (status, _) = send(&state, &key, &json!({"readings": readings(10, 1000)})).await;
+    assert_eq!(status, 200);
+    let after = statements().await;
+    let executed: Vec<(&String, i64)> = after
+        .iter()
+        .map(|(query, calls)| (query, calls - before.get(query).copied().unwrap_or(0)))
+        .filter(|(_, calls)| *calls > 0)
+        .collect();
+    assert_eq!(executed.len(), 1, "{executed:#?}");
+    assert_eq!(
+        executed[0].1, 1,
+        "one statement for a whole batch: {executed:#?}"
+    );
+    assert!(executed[0].0.contains("INSERT INTO sensor_readings"));
+}
+
+#[tokio::test]
+async fn the_duplicate_check_probes_only_the_batch_keys() {
+    let test = TestDb::new().await;
+    let (device, key) = test.device("user_a").await;
+    // A long history for the device, so that a plan joining it would show.
+    test.direct
+        .execute(
+            "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+             SELECT $1, m, g, timestamptz '2020-01-01' + g * interval '10 seconds'
+             FROM generate_series(1, 100000) g, (VALUES ('temperature'), ('humidity')) AS m(m)",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    test.direct
+        .batch_execute("ANALYZE sensor_readings")
+        .await
+        .unwrap();
+    let hash = shared::domain::DeviceKey::parse(&key)
+        .unwrap()
+        .hash()
+        .to_vec();
+    let batch: Vec<(String, rust_decimal::Decimal, DateTime<Utc>)> = (0..1000)
+        .map(|i| {
+            (
+                "temperature".to_owned(),
+                rust_decimal::Decimal::from(i),
+                base() + Duration::seconds(i),
+            )
+        })
+        .collect();
+    let metrics: Vec<&str> = batch.iter().map(|b| b.0.as_str()).collect();
+    let values: Vec<rust_decimal::Decimal> = batch.iter().map(|b| b.1).collect();
+    let times: Vec<DateTime<Utc>> = batch.iter().map(|b| b.2).collect();
+    let plan: Vec<String> = test
+        .direct
+        .query(
+            &format!("EXPLAIN (COSTS OFF) {}", ingest::sql::INGEST.text()),
+            &[&hash, &metrics, &values, &times],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan on sensor_readings"), "{plan}");
+    assert!(
+        plan.contains("Index Scan using sensor_readings_pkey")
+            || plan.contains("Index Only Scan using sensor_readings_pkey"),
+        "{plan}"
+    );
+    assert!(plan.contains("Limit"), "one probe per reading: {plan}");
+}
