@@ -1,31 +1,462 @@
-//! Time series of one device: `/v1/devices/{id}/rollups`, `/readings`, `/latest`.
+//! Time series of one device (function `rollups`): `GET /v1/devices/{id}/rollups`, `/readings`
+//! and `/latest`, for the device's owner.
 
+pub mod sql;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use lambda_http::Request;
+use lambda_http::http::StatusCode;
+use serde::Serialize;
+use shared::auth::{Authenticator, UserId};
 use shared::config::Config;
-use shared::db::{Db, DbError};
+use shared::db::Db;
+use shared::domain::Metric;
 use shared::http::{self, ApiError, Response};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+/// More buckets than this in one answer is `422`.
+pub const MAX_BUCKETS: i64 = 10_000;
+/// When `from` is not given, it is `to` minus this.
+pub const DEFAULT_RANGE: TimeDelta = TimeDelta::hours(24);
 
 /// Built once per cold start.
 pub struct State {
     pub db: Db,
+    pub auth: Authenticator,
 }
 
 impl State {
-    pub fn new(config: &Config) -> Result<Self, DbError> {
+    pub fn new(config: &Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         Ok(Self {
             db: Db::new(&config.database_url)?,
+            auth: Authenticator::from_config(config)?,
         })
     }
 }
 
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
-pub async fn handle(_state: &State, req: Request) -> Response {
-    let segments = http::path_segments(&req);
+pub async fn handle(state: &State, req: Request) -> Response {
+    http::respond(route(state, &req).await)
+}
+
+async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
+    let segments = http::path_segments(req);
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    http::respond(match segments.as_slice() {
-        ["v1", "devices", _, "rollups" | "readings" | "latest"] => {
-            http::allow(req.method(), "GET").and(Err(ApiError::not_found()))
+    let [
+        "v1",
+        "devices",
+        id,
+        view @ ("rollups" | "readings" | "latest"),
+    ] = segments.as_slice()
+    else {
+        return Err(ApiError::not_found());
+    };
+    http::allow(req.method(), "GET")?;
+    let caller = state.auth.authenticate(&state.db, req.headers()).await?;
+    let device = Uuid::parse_str(id).map_err(|_| ApiError::not_found())?;
+    match *view {
+        "rollups" => rollups(&state.db, &caller, device, req).await,
+        "readings" => readings(&state.db, &caller, device, req).await,
+        _ => latest(&state.db, &caller, device).await,
+    }
+}
+
+/// The bucket sizes, as the query parameter names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    M1,
+    M5,
+    M15,
+    H1,
+    H6,
+    D1,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 6] = [Self::M1, Self::M5, Self::M15, Self::H1, Self::H6, Self::D1];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == text)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::M1 => "1m",
+            Self::M5 => "5m",
+            Self::M15 => "15m",
+            Self::H1 => "1h",
+            Self::H6 => "6h",
+            Self::D1 => "1d",
         }
-        _ => Err(ApiError::not_found()),
-    })
+    }
+
+    pub fn seconds(self) -> i64 {
+        match self {
+            Self::M1 => 60,
+            Self::M5 => 300,
+            Self::M15 => 900,
+            Self::H1 => 3600,
+            Self::H6 => 6 * 3600,
+            Self::D1 => 86_400,
+        }
+    }
+
+    /// The start of the UTC-aligned bucket holding `t`.
+    pub fn start_of(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let size = self.seconds() * 1_000_000;
+        let micros = t.timestamp_micros();
+        DateTime::from_timestamp_micros(micros - micros.rem_euclid(size)).unwrap_or(t)
+    }
+
+    /// How many buckets [from, to) touches.
+    pub fn count(self, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+        let size = self.seconds() * 1_000_000;
+        let last = (to.timestamp_micros() - 1).div_euclid(size);
+        let first = from.timestamp_micros().div_euclid(size);
+        last - first + 1
+    }
+
+    fn interval(self) -> String {
+        format!("{} seconds", self.seconds())
+    }
+}
+
+/// A time in a query parameter: RFC 3339 with offset (a `+` that arrived as a space is
+/// forgiven) or whole Unix milliseconds. Anything else is `400`.
+fn time_param(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(text) = http::query_param(req, name) else {
+        return Ok(None);
+    };
+    let parsed = DateTime::parse_from_rfc3339(&text)
+        .or_else(|_| DateTime::parse_from_rfc3339(&text.replace(' ', "+")))
+        .map(|t| t.to_utc())
+        .ok()
+        .or_else(|| {
+            text.parse::<i64>()
+                .ok()
+                .and_then(DateTime::from_timestamp_millis)
+        });
+    parsed
+        .map(|t| DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t))
+        .map(Some)
+        .ok_or_else(|| {
+            http::bad_query(
+                name,
+                format!("{name} is an RFC 3339 time with offset or Unix milliseconds"),
+            )
+        })
+}
+
+/// `from`/`to` with their defaults (`to` now, `from` 24 h before); `from ≥ to` is `422`.
+fn range(req: &Request) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let to = time_param(req, "to")?.unwrap_or_else(Utc::now);
+    let from = time_param(req, "from")?.unwrap_or(to - DEFAULT_RANGE);
+    if from >= to {
+        return Err(ApiError::validation("from", "from must be before to"));
+    }
+    Ok((from, to))
+}
+
+fn metric_param(req: &Request) -> Result<Option<Metric>, ApiError> {
+    http::query_param(req, "metric")
+        .map(|m| Metric::parse(&m).map_err(|e| e.at("metric")))
+        .transpose()
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[derive(Serialize)]
+struct Point {
+    t: String,
+    count: i64,
+    min: String,
+    max: String,
+    avg: String,
+    sum: String,
+    first: String,
+    last: String,
+}
+
+#[derive(Serialize)]
+struct Rollup {
+    device_id: Uuid,
+    metric: String,
+    bucket: &'static str,
+    from: String,
+    to: String,
+    points: Vec<Point>,
+}
+
+async fn rollups(
+    db: &Db,
+    caller: &UserId,
+    device: Uuid,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    let metric =
+        metric_param(req)?.ok_or_else(|| ApiError::validation("metric", "metric is required"))?;
+    let bucket = match http::query_param(req, "bucket") {
+        None => Bucket::H1,
+        Some(text) => Bucket::parse(&text).ok_or_else(|| {
+            ApiError::validation("bucket", "bucket is one of 1m, 5m, 15m, 1h, 6h, 1d")
+        })?,
+    };
+    let (from, to) = range(req)?;
+    if bucket.count(from, to) > MAX_BUCKETS {
+        return Err(ApiError::validation(
+            "bucket",
+            "the range needs more than 10000 buckets: use a larger bucket or a shorter range",
+        ));
+    }
+    let rows = db
+        .query(
+            &sql::ROLLUP,
+            &[
+                (&device, Type::UUID),
+                (&caller.as_str(), Type::TEXT),
+                (&metric.as_str(), Type::TEXT),
+                (&bucket.interval(), Type::TEXT),
+                (&from, Type::TIMESTAMPTZ),
+                (&to, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    let points = rows
+        .iter()
+        .filter(|row| row.get::<_, Option<DateTime<Utc>>>(1).is_some())
+        .map(|row| Point {
+            t: rfc3339(row.get(1)),
+            count: row.get(2),
+            min: row.get(3),
+            max: row.get(4),
+            avg: row.get(5),
+            sum: row.get(6),
+            first: row.get(7),
+            last: row.get(8),
+        })
+        .collect();
+    Ok(http::json(
+        StatusCode::OK,
+        &Rollup {
+            device_id: device,
+            metric: metric.into_string(),
+            bucket: bucket.name(),
+            from: rfc3339(from),
+            to: rfc3339(to),
+            points,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct Reading {
+    metric: String,
+    value: String,
+    recorded_at: String,
+}
+
+/// Rows of (device id, metric, value, recorded_at); none: not your device; NULLs: nothing.
+fn readings_of(rows: &[Row]) -> Result<Vec<(Reading, DateTime<Utc>)>, ApiError> {
+    if rows.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let metric: Option<String> = row.get(1);
+            let at: DateTime<Utc> = row.get::<_, Option<DateTime<Utc>>>(3)?;
+            Some((
+                Reading {
+                    metric: metric?,
+                    value: row.get(2),
+                    recorded_at: rfc3339(at),
+                },
+                at,
+            ))
+        })
+        .collect())
+}
+
+/// The position after one reading in the oldest-first walk: its time and metric.
+struct ReadingCursor {
+    at: DateTime<Utc>,
+    metric: String,
+}
+
+impl ReadingCursor {
+    fn encode(&self) -> String {
+        let mut bytes = self.at.timestamp_micros().to_be_bytes().to_vec();
+        bytes.extend_from_slice(self.metric.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let (micros, metric) = bytes.split_at_checked(8)?;
+        Some(Self {
+            at: DateTime::from_timestamp_micros(i64::from_be_bytes(micros.try_into().ok()?))?,
+            metric: String::from_utf8(metric.to_vec()).ok()?,
+        })
+    }
+}
+
+async fn readings(
+    db: &Db,
+    caller: &UserId,
+    device: Uuid,
+    req: &Request,
+) -> Result<Response, ApiError> {
+    let metric = metric_param(req)?;
+    let limit = http::limit(req, 100, 1000)?;
+    let (from, to) = range(req)?;
+    let cursor = match http::query_param(req, "cursor") {
+        None => None,
+        Some(text) => Some(
+            ReadingCursor::decode(&text)
+                .ok_or_else(|| http::bad_query("cursor", "cursor is not one this API gave out"))?,
+        ),
+    };
+    // Without a cursor, start just before `from`.
+    let (after_at, after_metric) = match &cursor {
+        Some(c) => (c.at, c.metric.as_str()),
+        None => (from - TimeDelta::microseconds(1), ""),
+    };
+    let rows = match &metric {
+        Some(metric) => {
+            db.query(
+                &sql::READINGS_OF_METRIC,
+                &[
+                    (&device, Type::UUID),
+                    (&caller.as_str(), Type::TEXT),
+                    (&metric.as_str(), Type::TEXT),
+                    (&after_at, Type::TIMESTAMPTZ),
+                    (&from, Type::TIMESTAMPTZ),
+                    (&to, Type::TIMESTAMPTZ),
+                    (&(limit + 1), Type::INT8),
+                ],
+            )
+            .await?
+        }
+        None => {
+            db.query(
+                &sql::READINGS_OF_ALL,
+                &[
+                    (&device, Type::UUID),
+                    (&caller.as_str(), Type::TEXT),
+                    (&after_at, Type::TIMESTAMPTZ),
+                    (&after_metric, Type::TEXT),
+                    (&from, Type::TIMESTAMPTZ),
+                    (&to, Type::TIMESTAMPTZ),
+                    (&(limit + 1), Type::INT8),
+                ],
+            )
+            .await?
+        }
+    };
+    let mut items = readings_of(&rows)?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            items.last().map(|(reading, at)| {
+                ReadingCursor {
+                    at: *at,
+                    metric: reading.metric.clone(),
+                }
+                .encode()
+            })
+        })
+        .flatten();
+    let items: Vec<Reading> = items.into_iter().map(|(reading, _)| reading).collect();
+    Ok(http::json(
+        StatusCode::OK,
+        &serde_json::json!({ "items": items, "next_cursor": next_cursor }),
+    ))
+}
+
+async fn latest(db: &Db, caller: &UserId, device: Uuid) -> Result<Response, ApiError> {
+    let rows = db
+        .query(
+            &sql::LATEST,
+            &[(&device, Type::UUID), (&caller.as_str(), Type::TEXT)],
+        )
+        .await?;
+    let metrics: Vec<Reading> = readings_of(&rows)?.into_iter().map(|(r, _)| r).collect();
+    Ok(http::json(
+        StatusCode::OK,
+        &serde_json::json!({ "metrics": metrics }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    #[test]
+    fn buckets_are_utc_aligned() {
+        assert_eq!(
+            Bucket::H6.start_of(t("2026-11-26T13:59:59Z")),
+            t("2026-11-26T12:00:00Z")
+        );
+        assert_eq!(
+            Bucket::D1.start_of(t("2026-11-26T23:59:59.999999Z")),
+            t("2026-11-26T00:00:00Z")
+        );
+        assert_eq!(
+            Bucket::M15.start_of(t("2026-11-26T10:15:00Z")),
+            t("2026-11-26T10:15:00Z")
+        );
+        assert_eq!(
+            Bucket::M1.start_of(t("1969-12-31T23:59:30Z")),
+            t("1969-12-31T23:59:00Z")
+        );
+    }
+
+    #[test]
+    fn bucket_counts_include_partial_ends() {
+        let from = t("2026-11-26T10:30:00Z");
+        assert_eq!(Bucket::H1.count(from, t("2026-11-26T11:00:00Z")), 1);
+        assert_eq!(Bucket::H1.count(from, t("2026-11-26T11:00:00.000001Z")), 2);
+        assert_eq!(
+            Bucket::M1.count(t("2026-11-26T00:00:00Z"), t("2026-11-26T00:00:00.000001Z")),
+            1
+        );
+        assert_eq!(
+            Bucket::M1.count(t("2026-11-19T00:00:00Z"), t("2026-11-26T00:00:00Z")),
+            10_080
+        );
+    }
+
+    #[test]
+    fn bucket_names() {
+        for bucket in Bucket::ALL {
+            assert_eq!(Bucket::parse(bucket.name()), Some(bucket));
+        }
+        assert_eq!(Bucket::parse("2h"), None);
+    }
+
+    #[test]
+    fn reading_cursors_round_trip() {
+        let cursor = ReadingCursor {
+            at: t("2026-11-26T10:00:00.123456Z"),
+            metric: "env/temp:c".into(),
+        };
+        let back = ReadingCursor::decode(&cursor.encode()).unwrap();
+        assert_eq!((back.at, back.metric.as_str()), (cursor.at, "env/temp:c"));
+        assert!(ReadingCursor::decode("short").is_none());
+        assert!(ReadingCursor::decode("!!").is_none());
+    }
 }

@@ -8,4 +8,5 @@ mod db_pooler;
 mod devices;
 mod ingest;
 mod migrations;
+mod rollups;
 mod routes;

@@ -1,0 +1,544 @@
+//! The rollups function: rollups checked against a recomputation, bucket edges, pagination,
+//! latest values, plans on a large table, and what it refuses.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use rollups::Bucket;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tests::{Event, TestDb, assert_error, body_json};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+const OWNER: &str = "user_owner";
+
+fn t(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// `%2B` for `+`: query strings decode `+` as a space.
+fn q(t: DateTime<Utc>) -> String {
+    rfc(t).replace('+', "%2B")
+}
+
+struct Fixture {
+    test: TestDb,
+    state: rollups::State,
+    device: Uuid,
+    key: String,
+}
+
+async fn fixture() -> Fixture {
+    let test = TestDb::new().await;
+    let (device, key) = test.device(OWNER).await;
+    let state = rollups::State::new(&test.config(&[])).unwrap();
+    Fixture {
+        test,
+        state,
+        device,
+        key,
+    }
+}
+
+impl Fixture {
+    async fn get(&self, view: &str, query: &str) -> (u16, Value) {
+        self.get_as(OWNER, self.device, view, query).await
+    }
+
+    async fn get_as(&self, user: &str, device: Uuid, view: &str, query: &str) -> (u16, Value) {
+        let event = Event::load("rollups")
+            .as_user(user)
+            .at("GET", &format!("/v1/devices/{device}/{view}"))
+            .query(query);
+        let response = rollups::handle(&self.state, event.request()).await;
+        (response.status().as_u16(), body_json(&response))
+    }
+
+    /// Through the real ingest handler, in batches of up to 1000.
+    async fn ingest(&self, readings: &[(String, Decimal, DateTime<Utc>)]) {
+        let state = ingest::State::new(&self.test.config(&[])).unwrap();
+        for chunk in readings.chunks(1000) {
+            let body = json!({"readings": chunk.iter().map(|(m, v, at)| json!({
+                "metric": m, "value": v.to_string(), "recorded_at": rfc(*at)
+            })).collect::<Vec<_>>()});
+            let event = Event::load("ingest")
+                .header("authorization", &format!("Bearer {}", self.key))
+                .json_body(&body);
+            let response = ingest::handle(&state, event.request()).await;
+            assert_eq!(response.status(), 200, "{}", body_json(&response));
+        }
+    }
+}
+
+/// The contract's rollup of `readings` (already deduplicated) recomputed plainly in Rust.
+struct Expected {
+    count: i64,
+    min: Decimal,
+    max: Decimal,
+    sum: Decimal,
+    first: Decimal,
+    last: Decimal,
+}
+
+fn recompute(
+    readings: &BTreeMap<(String, DateTime<Utc>), Decimal>,
+    metric: &str,
+    bucket: Bucket,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> BTreeMap<DateTime<Utc>, Expected> {
+    let mut out: BTreeMap<DateTime<Utc>, Expected> = BTreeMap::new();
+    // BTreeMap order is (metric, time): each bucket sees its readings oldest first.
+    for ((m, at), value) in readings {
+        if m != metric || *at < from || *at >= to {
+            continue;
+        }
+        let e = out.entry(bucket.start_of(*at)).or_insert(Expected {
+            count: 0,
+            min: *value,
+            max: *value,
+            sum: Decimal::ZERO,
+            first: *value,
+            last: *value,
+        });
+        e.count += 1;
+        e.min = e.min.min(*value);
+        e.max = e.max.max(*value);
+        e.sum += *value;
+        e.last = *value;
+    }
+    out
+}
+
+fn dec(value: &Value) -> Decimal {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("a decimal string, got {value}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rollups_equal_a_recomputation_on_random_data() {
+    let f = fixture().await;
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let start = t("2026-11-20T00:00:00Z");
+    let metrics = ["temperature", "humidity", "co2"];
+    let mut stored: BTreeMap<(String, DateTime<Utc>), Decimal> = BTreeMap::new();
+    let mut sent = Vec::new();
+    while stored.len() < 1500 {
+        let metric = metrics[rng.usize(..metrics.len())].to_owned();
+        // Half the readings sit on or right next to bucket edges.
+        let at = match rng.u8(..4) {
+            0 => start + Duration::minutes(rng.i64(0..3 * 1440)),
+            1 => start + Duration::minutes(rng.i64(0..3 * 1440)) - Duration::microseconds(1),
+            _ => start + Duration::microseconds(rng.i64(0..3 * 86_400_000_000)),
+        };
+        let value = Decimal::new(rng.i64(-10_000_000..10_000_000), rng.u32(0..7));
+        if let std::collections::btree_map::Entry::Vacant(slot) = stored.entry((metric.clone(), at))
+        {
+            slot.insert(value);
+            sent.push((metric, value, at));
+        }
+    }
+    f.ingest(&sent).await;
+    // Re-send a random third: duplicates change nothing.
+    let again: Vec<_> = sent.iter().filter(|_| rng.u8(..3) == 0).cloned().collect();
+    f.ingest(&again).await;
+
+    for _ in 0..25 {
+        let metric = metrics[rng.usize(..metrics.len())];
+        let bucket = Bucket::ALL[rng.usize(..Bucket::ALL.len())];
+        let from = start + Duration::seconds(rng.i64(-3600..2 * 86_400));
+        let to = from + Duration::seconds(rng.i64(1..86_400 * 2));
+        let (status, body) = f
+            .get(
+                "rollups",
+                &format!(
+                    "metric={metric}&bucket={}&from={}&to={}",
+                    bucket.name(),
+                    q(from),
+                    q(to)
+                ),
+            )
+            .await;
+        assert_eq!(status, 200, "seed {seed}: {body}");
+        let expected = recompute(&stored, metric, bucket, from, to);
+        let points = body["points"].as_array().unwrap();
+        let context = format!("seed {seed}, {metric} {} [{from}, {to})", bucket.name());
+        assert_eq!(
+            points.len(),
+            expected.len(),
+            "{context}: empty buckets are left out, others present"
+        );
+        for (point, (start, e)) in points.iter().zip(&expected) {
+            assert_eq!(point["t"], rfc(*start), "{context}");
+            assert_eq!(point["count"], e.count, "{context}");
+            assert_eq!(dec(&point["min"]), e.min, "{context}");
+            assert_eq!(dec(&point["max"]), e.max, "{context}");
+            assert_eq!(dec(&point["sum"]), e.sum, "{context}");
+            assert_eq!(dec(&point["first"]), e.first, "{context}");
+            assert_eq!(dec(&point["last"]), e.last, "{context}");
+            // avg is the exact mean rounded to 12 places: |avg·n − sum| ≤ n · 0.5e-12.
+            let avg = dec(&point["avg"]);
+            assert!(avg.scale() <= 12, "{context}: {avg}");
+            let error = (avg * Decimal::from(e.count) - e.sum).abs();
+            assert!(
+                error <= Decimal::from(e.count) * Decimal::new(5, 13),
+                "{context}: avg {avg}"
+            );
+        }
+        assert_eq!(body["metric"], metric);
+        assert_eq!(body["bucket"], bucket.name());
+        assert_eq!(body["device_id"], f.device.to_string());
+    }
+}
+
+#[tokio::test]
+async fn bucket_edges_from_is_inclusive_and_to_exclusive() {
+    let f = fixture().await;
+    let r = |at: &str, v: i64| ("t".to_owned(), Decimal::from(v), t(at));
+    f.ingest(&[
+        r("2026-11-26T09:59:59.999999Z", 1),
+        r("2026-11-26T10:00:00Z", 2),
+        r("2026-11-26T10:59:59.999999Z", 3),
+        r("2026-11-26T11:00:00Z", 4),
+        r("2026-11-26T12:00:00Z", 5),
+    ])
+    .await;
+    let (_, body) = f
+        .get(
+            "rollups",
+            "metric=t&bucket=1h&from=2026-11-26T10:00:00Z&to=2026-11-26T12:00:00Z",
+        )
+        .await;
+    assert_eq!(
+        body["points"],
+        json!([
+            {"t": "2026-11-26T10:00:00Z", "count": 2, "min": "2", "max": "3", "avg": "2.5", "sum": "5", "first": "2", "last": "3"},
+            {"t": "2026-11-26T11:00:00Z", "count": 1, "min": "4", "max": "4", "avg": "4", "sum": "4", "first": "4", "last": "4"}
+        ])
+    );
+    assert_eq!(body["from"], "2026-11-26T10:00:00Z");
+    assert_eq!(body["to"], "2026-11-26T12:00:00Z");
+
+    // A range starting mid-bucket: the first bucket is partial, labelled by its aligned start.
+    let (_, body) = f
+        .get(
+            "rollups",
+            "metric=t&bucket=1d&from=2026-11-26T10:00:00Z&to=2026-11-26T11:00:00.000001Z",
+        )
+        .await;
+    assert_eq!(body["points"][0]["t"], "2026-11-26T00:00:00Z");
+    assert_eq!(body["points"][0]["count"], 3);
+    let (_, body) = f
+        .get(
+            "rollups",
+            "metric=t&bucket=1h&from=2026-11-26T13:00:00Z&to=2026-11-26T14:00:00Z",
+        )
+        .await;
+    assert_eq!(body["points"], json!([]));
+}
+
+#[tokio::test]
+async fn readings_are_paged_oldest_first_without_gaps_or_repeats() {
+    let f = fixture().await;
+    let start = t("2026-11-25T00:00:00Z");
+    // 2500 readings over two metrics, many sharing a timestamp (the tie is broken by metric).
+    let readings: Vec<_> = (0..2500)
+        .map(|i| {
+            let metric = if i % 2 == 0 { "a" } else { "b" };
+            (
+                metric.to_owned(),
+                Decimal::from(i),
+                start + Duration::seconds(i / 2),
+            )
+        })
+        .collect();
+    f.ingest(&readings).await;
+    let range = format!("from={}&to={}", q(start), q(start + Duration::days(1)));
+
+    for (filter, expected_total) in [("", 2500), ("&metric=b", 1250)] {
+        let mut seen = Vec::new();
+        let mut sizes = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, page) = f
+                .get("readings", &format!("limit=1000&{range}{filter}{cursor}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let items = page["items"].as_array().unwrap();
+            sizes.push(items.len());
+            seen.extend(items.iter().map(|r| {
+                (
+                    r["recorded_at"].as_str().unwrap().to_owned(),
+                    r["metric"].as_str().unwrap().to_owned(),
+                )
+            }));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), expected_total, "{filter}: {sizes:?}");
+        let unique: HashSet<_> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "{filter}: no repeats");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, seen, "{filter}: oldest first, ties by metric");
+        if filter.is_empty() {
+            assert_eq!(sizes, [1000, 1000, 500]);
+        }
+    }
+    let (_, page) = f
+        .get("readings", &format!("limit=2&metric=a&{range}"))
+        .await;
+    assert_eq!(
+        page["items"],
+        json!([
+            {"metric": "a", "value": "0", "recorded_at": "2026-11-25T00:00:00Z"},
+            {"metric": "a", "value": "2", "recorded_at": "2026-11-25T00:00:01Z"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn latest_has_the_newest_reading_of_each_metric() {
+    let f = fixture().await;
+    let (status, body) = f.get("latest", "").await;
+    assert_eq!((status, body), (200, json!({"metrics": []})));
+    let r = |m: &str, at: &str, v: &str| (m.to_owned(), v.parse().unwrap(), t(at));
+    f.ingest(&[
+        r("temperature", "2026-11-26T10:00:00Z", "21.5"),
+        r("temperature", "2026-11-26T10:05:00Z", "22.25"),
+        r("humidity", "2026-11-26T09:00:00Z", "40.125"),
+        r("co2", "2026-11-26T10:01:00Z", "415"),
+    ])
+    .await;
+    // Late readings, older than what is there: they do not become "latest".
+    f.ingest(&[
+        r("temperature", "2026-11-26T08:00:00Z", "99"),
+        r("co2", "2026-11-26T10:00:59Z", "1"),
+    ])
+    .await;
+    let (_, body) = f.get("latest", "").await;
+    assert_eq!(
+        body,
+        json!({"metrics": [
+            {"metric": "co2", "value": "415", "recorded_at": "2026-11-26T10:01:00Z"},
+            {"metric": "humidity", "value": "40.125", "recorded_at": "2026-11-26T09:00:00Z"},
+            {"metric": "temperature", "value": "22.25", "recorded_at": "2026-11-26T10:05:00Z"}
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn other_users_and_unknown_devices_are_not_found() {
+    let f = fixture().await;
+    f.ingest(&[("t".into(), Decimal::ONE, t("2026-11-26T10:00:00Z"))])
+        .await;
+    for view in ["rollups", "readings", "latest"] {
+        let query = "metric=t";
+        let (status, body) = f.get_as("user_other", f.device, view, query).await;
+        assert_eq!(status, 404, "{view}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+        let (status, _) = f.get_as(OWNER, Uuid::new_v4(), view, query).await;
+        assert_eq!(status, 404, "{view}");
+        let event = Event::load("rollups")
+            .as_user(OWNER)
+            .at("GET", &format!("/v1/devices/not-a-uuid/{view}"));
+        assert_error(
+            &rollups::handle(&f.state, event.request()).await,
+            404,
+            "not_found",
+            None,
+        );
+        let event = Event::load("rollups")
+            .at("GET", &format!("/v1/devices/{}/{view}", f.device))
+            .without_header("authorization");
+        assert_error(
+            &rollups::handle(&f.state, event.request()).await,
+            401,
+            "unauthorized",
+            None,
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_parameters_are_refused() {
+    let f = fixture().await;
+    let cases = [
+        ("rollups", "bucket=1h", 422, "validation_failed", "metric"),
+        (
+            "rollups",
+            "metric=a%20b",
+            422,
+            "validation_failed",
+            "metric",
+        ),
+        (
+            "rollups",
+            "metric=t&bucket=2h",
+            422,
+            "validation_failed",
+            "bucket",
+        ),
+        (
+            "rollups",
+            "metric=t&from=2026-11-26T10:00:00Z&to=2026-11-26T10:00:00Z",
+            422,
+            "validation_failed",
+            "from",
+        ),
+        (
+            "rollups",
+            "metric=t&from=2026-11-27T00:00:00Z&to=2026-11-26T00:00:00Z",
+            422,
+            "validation_failed",
+            "from",
+        ),
+        (
+            "rollups",
+            "metric=t&bucket=1m&from=2026-11-01T00:00:00Z&to=2026-11-08T00:00:00Z",
+            422,
+            "validation_failed",
+            "bucket",
+        ),
+        (
+            "rollups",
+            "metric=t&from=yesterday",
+            400,
+            "bad_request",
+            "from",
+        ),
+        (
+            "rollups",
+            "metric=t&to=2026-11-26T10:00:00",
+            400,
+            "bad_request",
+            "to",
+        ),
+        ("readings", "limit=ten", 400, "bad_request", "limit"),
+        ("readings", "limit=1001", 422, "validation_failed", "limit"),
+        ("readings", "limit=0", 422, "validation_failed", "limit"),
+        ("readings", "cursor=%%%", 400, "bad_request", "cursor"),
+        (
+            "readings",
+            "from=2026-13-01T00:00:00Z",
+            400,
+            "bad_request",
+            "from",
+        ),
+    ];
+    for (view, query, status, code, field) in cases {
+        let event = Event::load("rollups")
+            .as_user(OWNER)
+            .at("GET", &format!("/v1/devices/{}/{view}", f.device))
+            .query(query);
+        let response = rollups::handle(&f.state, event.request()).await;
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{view}?{query}: {}",
+            body_json(&response)
+        );
+        assert_error(&response, status, code, Some(field));
+    }
+    // 10,000 one-minute buckets is the limit, not past it; a `+` offset that arrived as a space
+    // is forgiven.
+    let (status, _) = f
+        .get(
+            "rollups",
+            "metric=t&bucket=1m&from=2026-11-01T00:00:00Z&to=2026-11-07T22:40:00Z",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = f
+        .get(
+            "rollups",
+            "metric=t&from=2026-11-26T10:00:00+01:00&to=1795687200000",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["from"], "2026-11-26T09:00:00Z");
+    assert_eq!(body["to"], "2026-11-26T10:00:00Z");
+    let event = Event::load("rollups")
+        .as_user(OWNER)
+        .at("POST", &format!("/v1/devices/{}/latest", f.device));
+    assert_error(
+        &rollups::handle(&f.state, event.request()).await,
+        405,
+        "method_not_allowed",
+        None,
+    );
+}
+
+#[tokio::test]
+async fn rollups_and_latest_use_the_index_on_a_large_table() {
+    let f = fixture().await;
+    // 1.2M readings: 12 devices (ours among them) × 10 metrics × 10,000 readings.
+    f.test
+        .direct
+        .batch_execute(&format!(
+            r#"INSERT INTO devices (id, owner_id, name, device_key_hash)
+               SELECT gen_random_uuid(), '{OWNER}', 'other ' || g, sha256(g::text::bytea)
+               FROM generate_series(1, 11) g;
+               INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+               SELECT d.id, 'm' || m, g % 1000, timestamptz '2026-11-01' + g * interval '10 seconds'
+               FROM devices d, generate_series(1, 10) m, generate_series(1, 10000) g;
+               ANALYZE sensor_readings;"#
+        ))
+        .await
+        .unwrap();
+    assert!(f.test.count("sensor_readings").await >= 1_000_000);
+    let explain = |sql: &str| format!("EXPLAIN (COSTS OFF) {sql}");
+    let rollup_plan: Vec<String> = f
+        .test
+        .direct
+        .query_typed(
+            &explain(rollups::sql::ROLLUP.text()),
+            &[
+                (&f.device, Type::UUID),
+                (&OWNER, Type::TEXT),
+                (&"m3", Type::TEXT),
+                (&"3600 seconds", Type::TEXT),
+                (&t("2026-11-01T00:00:00Z"), Type::TIMESTAMPTZ),
+                (&t("2026-11-08T00:00:00Z"), Type::TIMESTAMPTZ),
+            ],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let latest_plan: Vec<String> = f
+        .test
+        .direct
+        .query_typed(
+            &explain(rollups::sql::LATEST.text()),
+            &[(&f.device, Type::UUID), (&OWNER, Type::TEXT)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for plan in [rollup_plan.join("\n"), latest_plan.join("\n")] {
+        assert!(!plan.contains("Seq Scan on sensor_readings"), "{plan}");
+        assert!(plan.contains("using sensor_readings_pkey"), "{plan}");
+    }
+    // And the answers are right on that table.
+    let (_, body) = f.get("latest", "").await;
+    assert_eq!(body["metrics"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        body["metrics"][0],
+        json!({"metric": "m1", "value": "0", "recorded_at": "2026-11-02T03:46:40Z"})
+    );
+}
