@@ -185,8 +185,8 @@ async fn bad_signatures_are_400_and_write_nothing() {
             webhook(CREATED, &payload(CREATED), "msg_1", now() - 301),
         ),
         (
-            "301 s ahead",
-            webhook(CREATED, &payload(CREATED), "msg_1", now() + 301),
+            "6 minutes ahead",
+            webhook(CREATED, &payload(CREATED), "msg_1", now() + 360),
         ),
         (
             "no signature",

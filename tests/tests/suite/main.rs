@@ -1,6 +1,7 @@
 //! One integration-test binary (one link on a 2-core machine), one module per area.
 //! Run through `scripts/test`, which starts PostgreSQL behind a transaction-mode PgBouncer.
 
+mod alert_eval;
 mod auth;
 mod clerk_webhook;
 mod config_secrets;

@@ -7,7 +7,7 @@ use tokio_postgres::error::SqlState;
 async fn applying_twice_is_a_no_op() {
     let test = TestDb::empty().await;
     let first = shared::migrate::run(&test.direct_url()).await.unwrap();
-    assert_eq!(first, ["V1__init"]);
+    assert_eq!(first, ["V1__init", "V2__alert_evaluation"]);
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
     assert!(second.is_empty(), "{second:?}");
     assert_eq!(test.count("sensor_readings").await, 0);
