@@ -242,23 +242,46 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, limit: usize) -> Result<T, 
     })
 }
 
-/// The request path split into segments, without the stage or a trailing slash:
-/// `/v1/devices/abc/` → `["v1", "devices", "abc"]`.
-pub fn path_segments(req: &Request) -> Vec<String> {
+/// A function's routes: the path as API Gateway writes it (`{name}` for a parameter) and the
+/// methods it accepts (`"GET, POST"`, also the `Allow` header of a `405`). Each function keeps
+/// its table in one constant, which its router, the SAM template and the OpenAPI document are
+/// checked against.
+pub type Routes = [(&'static str, &'static str)];
+
+/// Finds the request's route: its path template and the path parameters in order. A path that
+/// is not in the table is `404`; a known path with another method is `405`.
+pub fn route(routes: &Routes, req: &Request) -> Result<(&'static str, Vec<String>), ApiError> {
     let raw = req.raw_http_path();
     let path = if raw.is_empty() {
         req.uri().path()
     } else {
         raw
     };
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    for (template, allowed) in routes {
+        let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+        if parts.len() != segments.len() {
+            continue;
+        }
+        let mut params = Vec::new();
+        let matched = parts.iter().zip(&segments).all(|(part, segment)| {
+            if part.starts_with('{') {
+                params.push((*segment).to_owned());
+                true
+            } else {
+                part == segment
+            }
+        });
+        if matched {
+            allow(req.method(), allowed)?;
+            return Ok((template, params));
+        }
+    }
+    Err(ApiError::not_found())
 }
 
 /// For a path that exists: the method is either one of `allowed` or a `405`.
-pub fn allow(method: &Method, allowed: &'static str) -> Result<(), ApiError> {
+fn allow(method: &Method, allowed: &'static str) -> Result<(), ApiError> {
     let ok = allowed
         .split(',')
         .map(str::trim)

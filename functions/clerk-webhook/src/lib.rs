@@ -43,17 +43,16 @@ impl State {
     }
 }
 
+/// The one route of this function.
+pub const ROUTES: &http::Routes = &[("/webhooks/clerk", "POST")];
+
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
 pub async fn handle(state: &State, req: Request) -> Response {
-    let segments = http::path_segments(&req);
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    http::respond(match segments.as_slice() {
-        ["webhooks", "clerk"] => match http::allow(req.method(), "POST") {
-            Ok(()) => receive(state, &req).await,
-            Err(error) => Err(error),
-        },
-        _ => Err(ApiError::not_found()),
-    })
+    let result = match http::route(ROUTES, &req) {
+        Ok(_) => receive(state, &req).await,
+        Err(error) => Err(error),
+    };
+    http::respond(result)
 }
 
 /// The envelope of every Clerk event.

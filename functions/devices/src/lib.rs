@@ -38,43 +38,47 @@ pub async fn handle(state: &State, req: Request) -> Response {
     http::respond(route(state, &req).await)
 }
 
+/// The routes of this function.
+pub const ROUTES: &http::Routes = &[
+    ("/v1/devices", "GET, POST"),
+    ("/v1/devices/{id}", "GET, PATCH, DELETE"),
+    ("/v1/devices/{id}/rules", "GET, POST"),
+    ("/v1/devices/{id}/rules/{rule_id}", "GET, PATCH, DELETE"),
+    ("/v1/alerts", "GET"),
+];
+
 async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
-    let segments = http::path_segments(req);
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let method = req.method().as_str();
-    // The method is checked before the caller: a wrong method is 405 whoever asks.
-    let allowed = match segments.as_slice() {
-        ["v1", "devices"] | ["v1", "devices", _, "rules"] => "GET, POST",
-        ["v1", "devices", _] | ["v1", "devices", _, "rules", _] => "GET, PATCH, DELETE",
-        ["v1", "alerts"] => "GET",
-        _ => return Err(ApiError::not_found()),
-    };
-    http::allow(req.method(), allowed)?;
+    // The path and method are checked before the caller: a wrong method is 405 whoever asks.
+    let (route, params) = http::route(ROUTES, req)?;
     let caller = state.auth.authenticate(&state.db, req.headers()).await?;
     let ctx = Ctx {
         db: &state.db,
         caller: &caller,
         req,
     };
-    match (method, segments.as_slice()) {
-        ("POST", ["v1", "devices"]) => devices::create(ctx).await,
-        ("GET", ["v1", "devices"]) => devices::list(ctx).await,
-        ("GET", ["v1", "devices", id]) => devices::get(ctx, path_id(id)?).await,
-        ("PATCH", ["v1", "devices", id]) => devices::rename(ctx, path_id(id)?).await,
-        ("DELETE", ["v1", "devices", id]) => devices::delete(ctx, path_id(id)?).await,
-        ("POST", ["v1", "devices", id, "rules"]) => rules::create(ctx, path_id(id)?).await,
-        ("GET", ["v1", "devices", id, "rules"]) => rules::list(ctx, path_id(id)?).await,
-        ("GET", ["v1", "devices", id, "rules", rule]) => {
-            rules::get(ctx, path_id(id)?, path_id(rule)?).await
+    let ids = params
+        .iter()
+        .map(|p| path_id(p))
+        .collect::<Result<Vec<Uuid>, ApiError>>()?;
+    match (req.method().as_str(), route, ids.as_slice()) {
+        ("POST", "/v1/devices", []) => devices::create(ctx).await,
+        ("GET", "/v1/devices", []) => devices::list(ctx).await,
+        ("GET", "/v1/devices/{id}", [id]) => devices::get(ctx, *id).await,
+        ("PATCH", "/v1/devices/{id}", [id]) => devices::rename(ctx, *id).await,
+        ("DELETE", "/v1/devices/{id}", [id]) => devices::delete(ctx, *id).await,
+        ("POST", "/v1/devices/{id}/rules", [id]) => rules::create(ctx, *id).await,
+        ("GET", "/v1/devices/{id}/rules", [id]) => rules::list(ctx, *id).await,
+        ("GET", "/v1/devices/{id}/rules/{rule_id}", [id, rule]) => {
+            rules::get(ctx, *id, *rule).await
         }
-        ("PATCH", ["v1", "devices", id, "rules", rule]) => {
-            rules::update(ctx, path_id(id)?, path_id(rule)?).await
+        ("PATCH", "/v1/devices/{id}/rules/{rule_id}", [id, rule]) => {
+            rules::update(ctx, *id, *rule).await
         }
-        ("DELETE", ["v1", "devices", id, "rules", rule]) => {
-            rules::delete(ctx, path_id(id)?, path_id(rule)?).await
+        ("DELETE", "/v1/devices/{id}/rules/{rule_id}", [id, rule]) => {
+            rules::delete(ctx, *id, *rule).await
         }
-        ("GET", ["v1", "alerts"]) => alerts::list(ctx).await,
-        _ => Err(ApiError::not_found()),
+        ("GET", "/v1/alerts", []) => alerts::list(ctx).await,
+        _ => Err(ApiError::internal()),
     }
 }
 

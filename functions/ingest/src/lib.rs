@@ -41,17 +41,16 @@ impl State {
     }
 }
 
+/// The one route of this function.
+pub const ROUTES: &http::Routes = &[("/v1/ingest", "POST")];
+
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
 pub async fn handle(state: &State, req: Request) -> Response {
-    let segments = http::path_segments(&req);
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    http::respond(match segments.as_slice() {
-        ["v1", "ingest"] => match http::allow(req.method(), "POST") {
-            Ok(()) => ingest(state, &req).await,
-            Err(error) => Err(error),
-        },
-        _ => Err(ApiError::not_found()),
-    })
+    let result = match http::route(ROUTES, &req) {
+        Ok(_) => ingest(state, &req).await,
+        Err(error) => Err(error),
+    };
+    http::respond(result)
 }
 
 /// One reading, validated; `recorded_at` is whole microseconds (what Postgres keeps).

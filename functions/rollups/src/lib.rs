@@ -43,24 +43,20 @@ pub async fn handle(state: &State, req: Request) -> Response {
     http::respond(route(state, &req).await)
 }
 
+/// The routes of this function.
+pub const ROUTES: &http::Routes = &[
+    ("/v1/devices/{id}/rollups", "GET"),
+    ("/v1/devices/{id}/readings", "GET"),
+    ("/v1/devices/{id}/latest", "GET"),
+];
+
 async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
-    let segments = http::path_segments(req);
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let [
-        "v1",
-        "devices",
-        id,
-        view @ ("rollups" | "readings" | "latest"),
-    ] = segments.as_slice()
-    else {
-        return Err(ApiError::not_found());
-    };
-    http::allow(req.method(), "GET")?;
+    let (route, params) = http::route(ROUTES, req)?;
     let caller = state.auth.authenticate(&state.db, req.headers()).await?;
-    let device = Uuid::parse_str(id).map_err(|_| ApiError::not_found())?;
-    match *view {
-        "rollups" => rollups(&state.db, &caller, device, req).await,
-        "readings" => readings(&state.db, &caller, device, req).await,
+    let device = Uuid::parse_str(&params[0]).map_err(|_| ApiError::not_found())?;
+    match route {
+        "/v1/devices/{id}/rollups" => rollups(&state.db, &caller, device, req).await,
+        "/v1/devices/{id}/readings" => readings(&state.db, &caller, device, req).await,
         _ => latest(&state.db, &caller, device).await,
     }
 }

@@ -5,6 +5,7 @@ mod alert_eval;
 mod auth;
 mod clerk_webhook;
 mod config_secrets;
+mod contract;
 mod db_pooler;
 mod devices;
 mod ingest;
