@@ -44,6 +44,11 @@ impl Rule {
     }
 }
 
+#[derive(Serialize)]
+struct Items {
+    items: Vec<Rule>,
+}
+
 /// A rule body as sent: every field optional here, required ones are checked by the route.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,10 +188,7 @@ pub async fn list(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError> {
         .filter(|row| row.get::<_, Option<Uuid>>(0).is_some())
         .map(Rule::from_row)
         .collect();
-    Ok(http::json(
-        StatusCode::OK,
-        &serde_json::json!({ "items": items }),
-    ))
+    Ok(http::json(StatusCode::OK, &Items { items }))
 }
 
 pub async fn get(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Response, ApiError> {

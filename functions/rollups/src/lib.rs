@@ -149,7 +149,10 @@ fn time_param(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiErr
 
 /// `from`/`to` with their defaults (`to` now, `from` 24 h before); `from ≥ to` is `422`.
 fn range(req: &Request) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let to = time_param(req, "to")?.unwrap_or_else(Utc::now);
+    let to = match time_param(req, "to")? {
+        Some(to) => to,
+        None => DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_default(),
+    };
     let from = time_param(req, "from")?.unwrap_or(to - DEFAULT_RANGE);
     if from >= to {
         return Err(ApiError::validation("from", "from must be before to"));
@@ -258,6 +261,17 @@ struct Reading {
     metric: String,
     value: String,
     recorded_at: String,
+}
+
+#[derive(Serialize)]
+struct ReadingPage {
+    items: Vec<Reading>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Latest {
+    metrics: Vec<Reading>,
 }
 
 /// Rows of (device id, metric, value, recorded_at); none: not your device; NULLs: nothing.
@@ -375,7 +389,7 @@ async fn readings(
     let items: Vec<Reading> = items.into_iter().map(|(reading, _)| reading).collect();
     Ok(http::json(
         StatusCode::OK,
-        &serde_json::json!({ "items": items, "next_cursor": next_cursor }),
+        &ReadingPage { items, next_cursor },
     ))
 }
 
@@ -387,10 +401,7 @@ async fn latest(db: &Db, caller: &UserId, device: Uuid) -> Result<Response, ApiE
         )
         .await?;
     let metrics: Vec<Reading> = readings_of(&rows)?.into_iter().map(|(r, _)| r).collect();
-    Ok(http::json(
-        StatusCode::OK,
-        &serde_json::json!({ "metrics": metrics }),
-    ))
+    Ok(http::json(StatusCode::OK, &Latest { metrics }))
 }
 
 #[cfg(test)]
