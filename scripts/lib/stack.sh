@@ -111,6 +111,20 @@ CONF
     export STACK_DIRECT_BASE STACK_POOLED_BASE STACK_BOUNCER_ADMIN_URL
 }
 
+# The tests' and the benchmark's view of the stack: a template database migrated with the real
+# `migrate` command (each test copies it), pg_stat_statements, and the TEST_* variables the
+# harness in tests/src/lib.rs reads. Extra arguments go to `cargo run` (e.g. --release).
+stack_test_env() {
+    stack_psql -d postgres -c 'CREATE DATABASE app_template' -c 'CREATE EXTENSION pg_stat_statements'
+    DATABASE_URL="$STACK_DIRECT_BASE/app_template?sslmode=disable" \
+        cargo run --quiet "$@" -p shared --bin migrate
+    export TEST_DIRECT_BASE="$STACK_DIRECT_BASE"
+    export TEST_POOLED_BASE="$STACK_POOLED_BASE"
+    export TEST_BOUNCER_ADMIN_URL="$STACK_BOUNCER_ADMIN_URL"
+    export TEST_TEMPLATE_DB=app_template
+    export TEST_STACK_DIR="$STACK_DIR"
+}
+
 # psql on the direct port, as postgres.
 stack_psql() {
     "$(stack_pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$STACK_PG_PORT" -U postgres "$@"

@@ -462,6 +462,26 @@ impl Tx {
             .await
     }
 
+    /// Binary `COPY … FROM STDIN` of `rows` (values of `types`, in order). Only here, inside a
+    /// transaction: the pooler keeps the server connection for the whole copy.
+    pub async fn copy_in(
+        &self,
+        sql: &str,
+        types: &[Type],
+        rows: &[Vec<&(dyn ToSql + Sync)>],
+    ) -> Result<u64, DbError> {
+        let copy = async {
+            let sink = self.client.copy_in::<_, bytes::Bytes>(sql).await?;
+            let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
+            let mut writer = std::pin::pin!(writer);
+            for row in rows {
+                writer.as_mut().write(row).await?;
+            }
+            writer.finish().await
+        };
+        self.bounded(copy).await
+    }
+
     async fn run<T, Fut>(&self, work: &impl Fn(Tx) -> Fut) -> Result<T, DbError>
     where
         Fut: Future<Output = Result<T, DbError>>,
