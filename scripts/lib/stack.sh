@@ -113,11 +113,12 @@ CONF
 
 # The tests' and the benchmark's view of the stack: a template database migrated with the real
 # `migrate` command (each test copies it), pg_stat_statements, and the TEST_* variables the
-# harness in tests/src/lib.rs reads. Extra arguments go to `cargo run` (e.g. --release).
+# harness in tests/src/lib.rs reads. $1: the migrate binary (already built with the workspace,
+# e.g. target/debug/migrate; building it alone would compile the dependencies a second time
+# with other features).
 stack_test_env() {
     stack_psql -d postgres -c 'CREATE DATABASE app_template' -c 'CREATE EXTENSION pg_stat_statements'
-    DATABASE_URL="$STACK_DIRECT_BASE/app_template?sslmode=disable" \
-        cargo run --quiet "$@" -p shared --bin migrate
+    DATABASE_URL="$STACK_DIRECT_BASE/app_template?sslmode=disable" "$1"
     export TEST_DIRECT_BASE="$STACK_DIRECT_BASE"
     export TEST_POOLED_BASE="$STACK_POOLED_BASE"
     export TEST_BOUNCER_ADMIN_URL="$STACK_BOUNCER_ADMIN_URL"

@@ -68,21 +68,14 @@ const KNOWN_KEYS: &[&str] = &[
 impl Config {
     /// The process environment, overlaid with the secret at `APP_SECRET_ARN` when that is set.
     pub async fn load() -> Result<Self, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars().collect();
-        if non_empty(&env, "APP_SECRET_ARN").is_none() {
-            return Self::from_vars(&env);
-        }
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::load_with(env, &aws_sdk_secretsmanager::Client::new(&sdk)).await
+        Self::load_from(std::env::vars().collect()).await
     }
 
-    /// Like [`Config::load`], with the variables and the Secrets Manager client given.
-    pub async fn load_with(
-        mut vars: HashMap<String, String>,
-        secrets: &aws_sdk_secretsmanager::Client,
-    ) -> Result<Self, ConfigError> {
+    /// Like [`Config::load`], from the given variables (the AWS ones included).
+    pub async fn load_from(mut vars: HashMap<String, String>) -> Result<Self, ConfigError> {
         if let Some(arn) = non_empty(&vars, "APP_SECRET_ARN").map(str::to_owned) {
-            vars.extend(read_secret(secrets, &arn).await?);
+            let client = secrets_client(&vars)?;
+            vars.extend(read_secret(&client, &arn).await?);
         }
         Self::from_vars(&vars)
     }
@@ -138,6 +131,37 @@ impl Config {
 
 fn non_empty<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// A Secrets Manager client from the variables Lambda sets (`AWS_REGION` and the execution
+/// role's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), and
+/// `AWS_ENDPOINT_URL` for a local stand-in. No credential-provider chain: it would cost cold-start
+/// time and binary size for sources a Lambda function never uses.
+fn secrets_client(
+    vars: &HashMap<String, String>,
+) -> Result<aws_sdk_secretsmanager::Client, ConfigError> {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let region = non_empty(vars, "AWS_REGION")
+        .or_else(|| non_empty(vars, "AWS_DEFAULT_REGION"))
+        .ok_or(ConfigError::Missing("AWS_REGION"))?;
+    let credentials = Credentials::new(
+        non_empty(vars, "AWS_ACCESS_KEY_ID").ok_or(ConfigError::Missing("AWS_ACCESS_KEY_ID"))?,
+        non_empty(vars, "AWS_SECRET_ACCESS_KEY")
+            .ok_or(ConfigError::Missing("AWS_SECRET_ACCESS_KEY"))?,
+        non_empty(vars, "AWS_SESSION_TOKEN").map(str::to_owned),
+        None,
+        "environment",
+    );
+    let mut config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(credentials);
+    if let Some(url) = non_empty(vars, "AWS_ENDPOINT_URL_SECRETS_MANAGER")
+        .or_else(|| non_empty(vars, "AWS_ENDPOINT_URL"))
+    {
+        config = config.endpoint_url(url);
+    }
+    Ok(aws_sdk_secretsmanager::Client::from_conf(config.build()))
 }
 
 async fn read_secret(

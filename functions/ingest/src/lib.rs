@@ -233,9 +233,19 @@ async fn store(
     let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
     let values: Vec<Decimal> = readings.iter().map(|r| r.value).collect();
     let times: Vec<DateTime<Utc>> = readings.iter().map(|r| r.recorded_at).collect();
+    // Most batches hold each identity once and take the simpler statement.
+    let mut identities = std::collections::HashSet::with_capacity(readings.len());
+    let repeats = !readings
+        .iter()
+        .all(|r| identities.insert((r.metric.as_str(), r.recorded_at)));
+    let statement = if repeats {
+        &sql::INGEST_WITH_REPEATS
+    } else {
+        &sql::INGEST
+    };
     let row = db
         .query_one(
-            &sql::INGEST,
+            statement,
             &[
                 (&hash, Type::BYTEA),
                 (&metrics, Type::TEXT_ARRAY),

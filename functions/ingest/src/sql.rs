@@ -1,9 +1,69 @@
-//! The ingest statement: the whole request in one round trip.
+//! The ingest statements: the whole request in one round trip.
 
 use shared::db::Sql;
 
-/// Resolves the key, stores the batch, tells duplicates from conflicts and marks the device
-/// online, in one statement:
+/// The common case, a batch whose readings all have different identities. Resolves the key,
+/// stores the batch, tells duplicates from conflicts and marks the device online, in one
+/// statement:
+///
+/// - `device` locks the device row first, so ingests of one device take turns (no deadlock
+///   between overlapping batches, and the `UPDATE` below cannot wait on anyone).
+/// - `inserted` stores the batch with `ON CONFLICT DO NOTHING`: each reading costs one probe of
+///   the primary key, whatever the device's history.
+/// - `refused`, only for readings that were not stored now: the value stored before this
+///   statement (one primary-key probe each; `LIMIT 1` keeps the planner from joining the whole
+///   history), compared as a number: duplicate or conflict. No value visible means another
+///   request stored it after this statement's snapshot was taken (only under concurrency on one
+///   device): "unknown", which the caller looks up with [`STORED_VALUES`].
+///
+/// `$1` key hash, `$2` metrics, `$3` values, `$4` times; no device → `device_id` NULL.
+/// Safe to repeat: a repeat finds its own readings stored and calls them duplicates.
+pub const INGEST: Sql = Sql::idempotent(
+    "WITH device AS (
+         SELECT id FROM devices WHERE device_key_hash = $1 FOR NO KEY UPDATE
+     ),
+     input AS (
+         SELECT i.ord, i.metric, i.value, i.recorded_at
+         FROM unnest($2::text[], $3::numeric[], $4::timestamptz[])
+              WITH ORDINALITY AS i(metric, value, recorded_at, ord)
+     ),
+     inserted AS (
+         INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+         SELECT device.id, i.metric, i.value, i.recorded_at
+         FROM device
+         CROSS JOIN input i
+         ORDER BY i.ord
+         ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
+         RETURNING metric, recorded_at
+     ),
+     touched AS (
+         UPDATE devices d SET status = 'online', last_seen_at = greatest(d.last_seen_at, now())
+         FROM device
+         WHERE d.id = device.id
+         RETURNING d.id
+     ),
+     refused AS (
+         SELECT i.ord, i.value = stored.value AS same
+         FROM device
+         CROSS JOIN input i
+         LEFT JOIN LATERAL (
+             SELECT r.value FROM sensor_readings r
+             WHERE r.device_id = device.id AND r.metric = i.metric AND r.recorded_at = i.recorded_at
+             LIMIT 1
+         ) stored ON true
+         WHERE NOT EXISTS (
+             SELECT 1 FROM inserted n WHERE n.metric = i.metric AND n.recorded_at = i.recorded_at
+         )
+     )
+     SELECT (SELECT id FROM touched),
+            (SELECT count(*) FROM inserted),
+            (SELECT count(*) FROM refused WHERE same),
+            coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE NOT same), '{}'),
+            coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE same IS NULL), '{}')",
+);
+
+/// The same for a batch that holds one identity more than once: the first of them is the one
+/// stored (or compared), the later ones are compared with it. One statement:
 ///
 /// - `device` locks the device row first, so ingests of one device take turns (no deadlock
 ///   between overlapping batches, and the `UPDATE` below cannot wait on anyone).
@@ -18,7 +78,7 @@ use shared::db::Sql;
 ///
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times; no device → `device_id` NULL.
 /// Safe to repeat: a repeat finds its own readings stored and calls them duplicates.
-pub const INGEST: Sql = Sql::idempotent(
+pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(
     "WITH device AS (
          SELECT id FROM devices WHERE device_key_hash = $1 FOR NO KEY UPDATE
      ),
@@ -75,7 +135,7 @@ pub const INGEST: Sql = Sql::idempotent(
      FROM verdict",
 );
 
-/// The stored values of some of a device's readings (see `INGEST`'s unknown verdict).
+/// The stored values of some of a device's readings (see the unknown verdict above).
 pub const STORED_VALUES: Sql = Sql::idempotent(
     "SELECT k.ord, r.value = k.value
      FROM unnest($2::text[], $3::numeric[], $4::timestamptz[], $5::int8[])

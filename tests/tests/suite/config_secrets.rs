@@ -1,21 +1,42 @@
-//! Configuration from a Secrets Manager secret, through the real SDK against moto.
+//! Configuration from a Secrets Manager secret, through the real SDK against moto: the same
+//! `Config::load_from` path a function takes at start-up, with Lambda's AWS variables.
 
 use std::collections::HashMap;
 
-use aws_sdk_secretsmanager::config::{Credentials, Region};
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use shared::config::{Config, ConfigError};
 
-async fn moto_client() -> aws_sdk_secretsmanager::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(tests::env("TEST_MOTO_URL"))
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&sdk)
+/// What Lambda puts in a function's environment, pointed at moto.
+fn aws_vars() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_REGION", "eu-west-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_SESSION_TOKEN", "testing".into()),
+        ("AWS_ENDPOINT_URL", tests::env("TEST_MOTO_URL")),
+    ]
 }
 
-async fn create_secret(client: &aws_sdk_secretsmanager::Client, value: &str) -> String {
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    aws_vars()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .collect()
+}
+
+async fn create_secret(value: &str) -> String {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .endpoint_url(tests::env("TEST_MOTO_URL"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .build();
+    let client = aws_sdk_secretsmanager::Client::from_conf(config);
     let name = format!("iot-telemetry/test-{}", uuid::Uuid::new_v4().simple());
     let created = client
         .create_secret()
@@ -27,30 +48,18 @@ async fn create_secret(client: &aws_sdk_secretsmanager::Client, value: &str) -> 
     created.arn().expect("an ARN").to_owned()
 }
 
-fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
 #[tokio::test]
 async fn the_secret_fills_and_overrides_the_environment() {
-    let client = moto_client().await;
     let arn = create_secret(
-        &client,
         r#"{"DATABASE_URL":"postgres://app:from-secret@db.example/app?sslmode=require",
             "CLERK_WEBHOOK_SECRET":"whsec_fromsecret","OFFLINE_AFTER_SECONDS":120}"#,
     )
     .await;
-    let config = Config::load_with(
-        vars(&[
-            ("APP_SECRET_ARN", &arn),
-            ("DATABASE_URL", "postgres://from-env/app"),
-            ("CLERK_ISSUER", "https://clerk.example.com"),
-        ]),
-        &client,
-    )
+    let config = Config::load_from(vars(&[
+        ("APP_SECRET_ARN", &arn),
+        ("DATABASE_URL", "postgres://from-env/app"),
+        ("CLERK_ISSUER", "https://clerk.example.com"),
+    ]))
     .await
     .unwrap();
     assert_eq!(
@@ -71,9 +80,8 @@ async fn the_secret_fills_and_overrides_the_environment() {
 
 #[tokio::test]
 async fn a_missing_secret_is_a_clear_start_up_error() {
-    let client = moto_client().await;
     let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:does-not-exist-AbCdEf";
-    let error = Config::load_with(vars(&[("APP_SECRET_ARN", arn)]), &client)
+    let error = Config::load_from(vars(&[("APP_SECRET_ARN", arn)]))
         .await
         .unwrap_err();
     assert!(matches!(error, ConfigError::Secret { .. }), "{error:?}");
@@ -82,9 +90,8 @@ async fn a_missing_secret_is_a_clear_start_up_error() {
 
 #[tokio::test]
 async fn a_secret_without_a_required_key_names_it() {
-    let client = moto_client().await;
-    let arn = create_secret(&client, r#"{"CLERK_WEBHOOK_SECRET":"whsec_x"}"#).await;
-    let error = Config::load_with(vars(&[("APP_SECRET_ARN", &arn)]), &client)
+    let arn = create_secret(r#"{"CLERK_WEBHOOK_SECRET":"whsec_x"}"#).await;
+    let error = Config::load_from(vars(&[("APP_SECRET_ARN", &arn)]))
         .await
         .unwrap_err();
     assert_eq!(
@@ -95,14 +102,27 @@ async fn a_secret_without_a_required_key_names_it() {
 
 #[tokio::test]
 async fn a_secret_that_is_not_a_json_object_is_refused() {
-    let client = moto_client().await;
-    let arn = create_secret(&client, "postgres://just-a-url").await;
-    let error = Config::load_with(vars(&[("APP_SECRET_ARN", &arn)]), &client)
+    let arn = create_secret("postgres://just-a-url").await;
+    let error = Config::load_from(vars(&[("APP_SECRET_ARN", &arn)]))
         .await
         .unwrap_err();
     assert!(error.to_string().contains("not a JSON object"), "{error}");
     assert!(
         !error.to_string().contains("just-a-url"),
         "the value is not echoed: {error}"
+    );
+}
+
+#[tokio::test]
+async fn without_aws_credentials_the_secret_cannot_be_read_and_says_why() {
+    let mut vars = vars(&[(
+        "APP_SECRET_ARN",
+        "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+    )]);
+    vars.remove("AWS_ACCESS_KEY_ID");
+    let error = Config::load_from(vars).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "missing required configuration variable AWS_ACCESS_KEY_ID"
     );
 }

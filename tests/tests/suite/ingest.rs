@@ -523,23 +523,25 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
     let metrics: Vec<&str> = batch.iter().map(|b| b.0.as_str()).collect();
     let values: Vec<rust_decimal::Decimal> = batch.iter().map(|b| b.1).collect();
     let times: Vec<DateTime<Utc>> = batch.iter().map(|b| b.2).collect();
-    let plan: Vec<String> = test
-        .direct
-        .query(
-            &format!("EXPLAIN (COSTS OFF) {}", ingest::sql::INGEST.text()),
-            &[&hash, &metrics, &values, &times],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
-    assert!(!plan.contains("Seq Scan on sensor_readings"), "{plan}");
-    assert!(
-        plan.contains("Index Scan using sensor_readings_pkey")
-            || plan.contains("Index Only Scan using sensor_readings_pkey"),
-        "{plan}"
-    );
-    assert!(plan.contains("Limit"), "one probe per reading: {plan}");
+    for statement in [ingest::sql::INGEST, ingest::sql::INGEST_WITH_REPEATS] {
+        let plan: Vec<String> = test
+            .direct
+            .query(
+                &format!("EXPLAIN (COSTS OFF) {}", statement.text()),
+                &[&hash, &metrics, &values, &times],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan on sensor_readings"), "{plan}");
+        assert!(
+            plan.contains("Index Scan using sensor_readings_pkey")
+                || plan.contains("Index Only Scan using sensor_readings_pkey"),
+            "{plan}"
+        );
+        assert!(plan.contains("Limit"), "one probe per reading: {plan}");
+    }
 }
