@@ -70,6 +70,9 @@ full_page_writes = off
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
 log_min_messages = warning
+# As migrations/V3__no_jit.sql sets for the app's database (copies of the template do not
+# inherit database-level settings).
+jit = off
 CONF
     stack_as_owner "$bin/pg_ctl" -D "$STACK_DIR/pg" -l "$STACK_DIR/postgres.log" -w -t 60 start >/dev/null ||
         { cat "$STACK_DIR/postgres.log" >&2; return 1; }

@@ -6,48 +6,33 @@
 use shared::db::Sql;
 
 /// Buckets of `$4` aligned to UTC (`date_bin` from 2000-01-01T00:00Z, a midnight), over
-/// [`$5`, `$6`). Each bucket is one range aggregate over the primary key (no per-row bucket
-/// computation or hashing: the work is the floor's plain range scan, split at bucket edges),
-/// and `first`/`last` are one index probe each at the bucket's ends. Buckets without readings
-/// are left out. `avg` is the exact mean rounded to 12 decimal places (the sum is widened first
-/// so the division cannot lose digits), trailing zeros trimmed.
+/// [`$5`, `$6`). `first`/`last` are the values at each bucket's earliest/latest time, fetched by
+/// two primary-key probes per bucket instead of aggregating arrays of every value. `avg` is the
+/// exact mean rounded to 12 decimal places (the sum is widened first so the division cannot
+/// lose digits), trailing zeros trimmed.
 pub const ROLLUP: Sql = Sql::idempotent(
     "WITH device AS (
          SELECT id FROM devices WHERE id = $1 AND owner_id = $2
      ),
      buckets AS (
-         SELECT t, greatest(t, $5) AS lo, least(t + $4::interval, $6) AS hi
-         FROM generate_series(
-             date_bin($4::interval, $5, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
-             $6 - interval '1 microsecond',
-             $4::interval
-         ) AS t
-     ),
-     points AS (
-         SELECT b.t, b.lo, b.hi, agg.n, agg.min, agg.max, agg.sum
+         SELECT date_bin($4::interval, r.recorded_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS t,
+                count(*) AS n, min(r.value) AS min, max(r.value) AS max, sum(r.value) AS sum,
+                min(r.recorded_at) AS first_at, max(r.recorded_at) AS last_at
          FROM device
-         CROSS JOIN buckets b
-         CROSS JOIN LATERAL (
-             SELECT count(*) AS n, min(r.value) AS min, max(r.value) AS max, sum(r.value) AS sum
-             FROM sensor_readings r
-             WHERE r.device_id = device.id AND r.metric = $3
-               AND r.recorded_at >= b.lo AND r.recorded_at < b.hi
-         ) agg
-         WHERE agg.n > 0
+         JOIN sensor_readings r
+           ON r.device_id = device.id AND r.metric = $3
+          AND r.recorded_at >= $5 AND r.recorded_at < $6
+         GROUP BY 1
      )
-     SELECT device.id, p.t, p.n, p.min::text, p.max::text,
-            trim_scale(round(p.sum::numeric(1000, 40) / p.n, 12))::text, p.sum::text,
+     SELECT device.id, b.t, b.n, b.min::text, b.max::text,
+            trim_scale(round(b.sum::numeric(1000, 40) / b.n, 12))::text, b.sum::text,
             (SELECT f.value::text FROM sensor_readings f
-             WHERE f.device_id = device.id AND f.metric = $3
-               AND f.recorded_at >= p.lo AND f.recorded_at < p.hi
-             ORDER BY f.recorded_at LIMIT 1),
+             WHERE f.device_id = device.id AND f.metric = $3 AND f.recorded_at = b.first_at),
             (SELECT l.value::text FROM sensor_readings l
-             WHERE l.device_id = device.id AND l.metric = $3
-               AND l.recorded_at >= p.lo AND l.recorded_at < p.hi
-             ORDER BY l.recorded_at DESC LIMIT 1)
+             WHERE l.device_id = device.id AND l.metric = $3 AND l.recorded_at = b.last_at)
      FROM device
-     LEFT JOIN points p ON true
-     ORDER BY p.t",
+     LEFT JOIN buckets b ON true
+     ORDER BY b.t",
 );
 
 /// One metric's readings, oldest first, after the cursor time `$4`, within [`$5`, `$6`).

@@ -7,9 +7,21 @@ use tokio_postgres::error::SqlState;
 async fn applying_twice_is_a_no_op() {
     let test = TestDb::empty().await;
     let first = shared::migrate::run(&test.direct_url()).await.unwrap();
-    assert_eq!(first, ["V1__init", "V2__alert_evaluation"]);
+    assert_eq!(first, ["V1__init", "V2__alert_evaluation", "V3__no_jit"]);
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
     assert!(second.is_empty(), "{second:?}");
+    // JIT is off for the database itself (it survives DISCARD ALL).
+    let settings: Vec<String> = test
+        .direct
+        .query_one(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+             WHERE d.datname = current_database() AND s.setrole = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(settings, ["jit=off"]);
     assert_eq!(test.count("sensor_readings").await, 0);
 }
 

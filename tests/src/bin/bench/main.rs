@@ -288,7 +288,7 @@ async fn fill(test: &TestDb, device: uuid::Uuid, metric: &str, n: i64, start: &s
     test.direct
         .execute(
             "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
-             SELECT $1, $2, (g % 1000)::numeric / 10, $4::text::timestamptz + g * interval '10 seconds'
+             SELECT $1, $2, round((g % 1000)::numeric / 10, 1), $4::text::timestamptz + g * interval '10 seconds'
              FROM generate_series(0, $3::int8 - 1) g",
             &[&device, &metric, &n, &start],
         )
