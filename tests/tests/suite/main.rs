@@ -3,6 +3,7 @@
 
 mod alert_eval;
 mod auth;
+mod authorization;
 mod clerk_webhook;
 mod config_secrets;
 mod contract;
