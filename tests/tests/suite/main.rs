@@ -10,6 +10,7 @@ mod contract;
 mod db_pooler;
 mod devices;
 mod ingest;
+mod logs;
 mod migrations;
 mod rollups;
 mod routes;
