@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub mod clerk;
+pub mod runtime_api;
 
 use lambda_http::Body;
 use shared::config::{Config, Secret};
@@ -272,4 +273,22 @@ pub fn assert_error(
             .map(|v| v.to_str().unwrap_or_default()),
         Some("application/json")
     );
+}
+
+/// A binary of this workspace, built in this test's profile (`scripts/test` builds them all
+/// before the tests run).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test binary> → target/<profile>/<name>
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let binary = profile.join(name);
+    assert!(
+        binary.exists(),
+        "{} is not built: run scripts/test (or cargo build --workspace --bins)",
+        binary.display()
+    );
+    binary
 }

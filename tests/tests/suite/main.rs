@@ -9,6 +9,7 @@ mod config_secrets;
 mod contract;
 mod db_pooler;
 mod devices;
+mod freeze;
 mod ingest;
 mod logs;
 mod migrations;

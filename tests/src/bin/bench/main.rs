@@ -5,8 +5,6 @@
 //! the same table (and for the ingest figures the same connection), so the ratio survives a
 //! noisy machine. It prints a table and writes `target/bench/results.json`.
 
-mod runtime_api;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ use shared::db::{Idempotence, Sql};
 use tests::{Event, TestDb, clerk};
 use tokio_postgres::types::{ToSql, Type};
 
-use runtime_api::RuntimeApi;
+use tests::runtime_api::RuntimeApi;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Scale {

@@ -1,5 +1,6 @@
 //! A fake Lambda Runtime API (the HTTP interface a Lambda function polls) on loopback, enough to
-//! start a real function binary, hand it events, and time what it does.
+//! start a real function binary, hand it events, and time what it does (the benchmark, the
+//! freeze-and-thaw test).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -1,0 +1,75 @@
+//! A frozen Lambda instance: the real `ingest` binary, stopped with SIGSTOP while the pooler
+//! kills its connection, then resumed: the next invocation succeeds on a fresh connection.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::runtime_api::RuntimeApi;
+use tests::{Event, TestDb, bouncer_admin, workspace_binary};
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+fn ingest_event(key: &str, minute: u32) -> String {
+    let body = json!({"readings": [{"metric": "t", "value": minute, "recorded_at": format!("2026-11-26T10:{minute:02}:00Z")}]});
+    Event::load("ingest")
+        .header("authorization", &format!("Bearer {key}"))
+        .json_body(&body)
+        .json()
+        .to_string()
+}
+
+fn status_of(answer: &str) -> u64 {
+    let answer: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
+    answer["statusCode"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_frozen_instance_whose_connection_died_recovers_on_the_next_invocation() {
+    let test = TestDb::new().await;
+    let (_, key) = test.device("user_freeze").await;
+    let api = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(workspace_binary("ingest"))
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "ingest")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("DATABASE_URL", test.pooled_url().expose())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the ingest binary");
+    let pid = child.id().expect("running");
+
+    api.push(ingest_event(&key, 1)).await;
+    let answers = tokio::time::timeout(Duration::from_secs(30), api.answers(1))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&answers[0].2), 200, "{}", answers[0].2);
+
+    // Frozen between invocations, as Lambda does; meanwhile the pooler drops the connection
+    // (as Neon does when it suspends an idle compute).
+    signal(pid, "-STOP");
+    bouncer_admin(&format!("KILL {}", test.name)).await;
+    bouncer_admin(&format!("RESUME {}", test.name)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(pid, "-CONT");
+
+    api.push(ingest_event(&key, 2)).await;
+    api.push(ingest_event(&key, 3)).await;
+    let answers = tokio::time::timeout(Duration::from_secs(30), api.answers(3))
+        .await
+        .unwrap();
+    for (_, _, answer) in &answers[1..] {
+        assert_eq!(status_of(answer), 200, "{answer}");
+    }
+    assert_eq!(test.count("sensor_readings").await, 3);
+    let _ = child.kill().await;
+}
