@@ -67,8 +67,8 @@ struct Event {
 }
 
 /// The parts of Clerk's user object we keep.
-#[derive(Deserialize)]
-struct ClerkUser {
+#[derive(Debug, Deserialize)]
+pub struct ClerkUser {
     id: String,
     #[serde(default)]
     email_addresses: Vec<EmailAddress>,
@@ -84,7 +84,7 @@ struct ClerkUser {
     updated_at: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct EmailAddress {
     id: String,
     email_address: String,
@@ -105,26 +105,13 @@ async fn receive(state: &State, req: &Request) -> Result<Response, ApiError> {
         tracing::info!(%reason, "webhook signature refused");
         return Err(ApiError::bad_request("invalid webhook signature"));
     }
-    let event: Event = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("not a Clerk event: {e}")))?;
-    let outcome = match event.kind.as_str() {
-        "user.created" | "user.updated" => {
-            let user: ClerkUser = serde_json::from_value(event.data)
-                .map_err(|e| ApiError::bad_request(format!("not a Clerk user: {e}")))?;
-            upsert(&state.db, &user).await?
-        }
-        "user.deleted" => {
-            let user: DeletedUser = serde_json::from_value(event.data)
-                .map_err(|e| ApiError::bad_request(format!("not a deleted Clerk user: {e}")))?;
-            let at = event
-                .timestamp
-                .and_then(DateTime::from_timestamp_millis)
-                .unwrap_or_else(Utc::now);
-            delete(&state.db, &user.id, at).await?
-        }
-        _ => Outcome::Ignored,
+    let (kind, change) = parse_event(body)?;
+    let outcome = match change {
+        Change::Upsert(user) => upsert(&state.db, &user).await?,
+        Change::Delete { id, at } => delete(&state.db, &id, at).await?,
+        Change::Ignore => Outcome::Ignored,
     };
-    tracing::info!(kind = event.kind, ?outcome, "clerk event");
+    tracing::info!(kind, ?outcome, "clerk event");
     Ok(http::json(
         lambda_http::http::StatusCode::OK,
         &match outcome {
@@ -132,6 +119,37 @@ async fn receive(state: &State, req: &Request) -> Result<Response, ApiError> {
             Outcome::Applied { changed } => json!({"ok": true, "changed": changed}),
         },
     ))
+}
+
+/// What a verified delivery asks for.
+#[derive(Debug)]
+pub enum Change {
+    Upsert(ClerkUser),
+    Delete { id: String, at: DateTime<Utc> },
+    Ignore,
+}
+
+/// Parses a verified delivery: the event type and what it asks for. Malformed is `400`.
+pub fn parse_event(body: &[u8]) -> Result<(String, Change), ApiError> {
+    let event: Event = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("not a Clerk event: {e}")))?;
+    let change = match event.kind.as_str() {
+        "user.created" | "user.updated" => Change::Upsert(
+            serde_json::from_value(event.data)
+                .map_err(|e| ApiError::bad_request(format!("not a Clerk user: {e}")))?,
+        ),
+        "user.deleted" => {
+            let user: DeletedUser = serde_json::from_value(event.data)
+                .map_err(|e| ApiError::bad_request(format!("not a deleted Clerk user: {e}")))?;
+            let at = event
+                .timestamp
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_else(Utc::now);
+            Change::Delete { id: user.id, at }
+        }
+        _ => Change::Ignore,
+    };
+    Ok((event.kind, change))
 }
 
 #[derive(Debug)]
