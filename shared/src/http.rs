@@ -209,26 +209,33 @@ pub fn body_bytes(req: &Request) -> &[u8] {
     }
 }
 
-/// Parses a JSON object body of at most `limit` bytes into `T`.
-///
-/// A `Content-Type` other than JSON is `400`; a missing one is accepted as JSON, because small
-/// device HTTP stacks often send none.
-pub fn json_body<T: DeserializeOwned>(req: &Request, limit: usize) -> Result<T, ApiError> {
-    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        let essence = content_type
-            .to_str()
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(ApiError::bad_request(
-                "Content-Type must be application/json",
-            ));
-        }
+/// A `Content-Type` other than JSON is `400`; none at all is read as JSON (small device HTTP
+/// stacks often send none).
+pub fn require_json(req: &Request) -> Result<(), ApiError> {
+    let Some(content_type) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = content_type
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "Content-Type must be application/json",
+        ))
     }
+}
+
+/// Parses a JSON object body of at most `limit` bytes into `T` (the content type as
+/// [`require_json`] says).
+pub fn json_body<T: DeserializeOwned>(req: &Request, limit: usize) -> Result<T, ApiError> {
+    require_json(req)?;
     let bytes = body_bytes(req);
     if bytes.len() > limit {
         return Err(ApiError::payload_too_large(limit));

@@ -84,6 +84,7 @@ async fn ingest(state: &State, req: &Request) -> Result<Response, ApiError> {
         .and_then(bearer)
         .and_then(DeviceKey::parse)
         .ok_or_else(ApiError::unauthorized)?;
+    http::require_json(req)?;
     let body = http::body_bytes(req);
     if body.len() > BODY_LIMIT {
         return Err(ApiError::payload_too_large(BODY_LIMIT));

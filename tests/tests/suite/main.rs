@@ -10,6 +10,7 @@ mod contract;
 mod db_pooler;
 mod devices;
 mod freeze;
+mod hostile;
 mod ingest;
 mod logs;
 mod migrations;
