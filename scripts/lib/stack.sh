@@ -129,6 +129,24 @@ stack_test_env() {
     export TEST_STACK_DIR="$STACK_DIR"
 }
 
+# A second PgBouncer on the same cluster with another pool size (the connection-ceiling test
+# uses one with 10 server connections). Exports STACK_POOL<size>_BASE.
+stack_extra_bouncer() {
+    local size=$1 port pgbouncer
+    port=$(stack_free_port)
+    pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    sed -e "s/^listen_port = .*/listen_port = $port/" \
+        -e "s/^default_pool_size = .*/default_pool_size = $size/" \
+        -e "s|^logfile = .*|logfile = $STACK_DIR/pgbouncer-$size.log|" \
+        -e "s|^pidfile = .*|pidfile = $STACK_DIR/pgbouncer-$size.pid|" \
+        -e "s|^unix_socket_dir = .*|unix_socket_dir =|" \
+        "$STACK_DIR/pgbouncer.ini" >"$STACK_DIR/pgbouncer-$size.ini"
+    [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR/pgbouncer-$size.ini"
+    stack_as_owner "$pgbouncer" -d "$STACK_DIR/pgbouncer-$size.ini" ||
+        { cat "$STACK_DIR/pgbouncer-$size.log" >&2; return 1; }
+    export "STACK_POOL${size}_BASE=postgres://postgres@127.0.0.1:$port"
+}
+
 # psql on the direct port, as postgres.
 stack_psql() {
     "$(stack_pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$STACK_PG_PORT" -U postgres "$@"
@@ -136,9 +154,10 @@ stack_psql() {
 
 stack_stop() {
     [ -n "${STACK_DIR:-}" ] && [ -d "$STACK_DIR" ] || return 0
-    if [ -f "$STACK_DIR/pgbouncer.pid" ]; then
-        kill "$(cat "$STACK_DIR/pgbouncer.pid")" 2>/dev/null || true
-    fi
+    local pidfile
+    for pidfile in "$STACK_DIR"/pgbouncer*.pid; do
+        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
     stack_as_owner "$(stack_pg_bin)/pg_ctl" -D "$STACK_DIR/pg" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$STACK_DIR"
 }

@@ -4,6 +4,7 @@
 mod alert_eval;
 mod auth;
 mod authorization;
+mod ceiling;
 mod clerk_webhook;
 mod config_secrets;
 mod contract;
