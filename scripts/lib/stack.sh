@@ -96,6 +96,8 @@ server_reset_query_always = 1
 default_pool_size = $pool_size
 max_client_conn = 2000
 ignore_startup_parameters = extra_float_digits
+# After a failed server login (the database restarting), try again after 1 s, not 15.
+server_login_retry = 1
 logfile = $STACK_DIR/pgbouncer.log
 pidfile = $STACK_DIR/pgbouncer.pid
 CONF

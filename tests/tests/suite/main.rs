@@ -10,6 +10,7 @@ mod config_secrets;
 mod contract;
 mod db_pooler;
 mod devices;
+mod faults;
 mod freeze;
 mod hostile;
 mod ingest;
