@@ -68,7 +68,7 @@ pub enum DbError {
     /// The statement reached the server and failed there (constraint, bad data, a bug).
     #[error(transparent)]
     Query(#[from] tokio_postgres::Error),
-    /// `query_one` / `query_opt` got more (or fewer) rows than the statement promises: a bug.
+    /// `query_typed_one` / `query_typed_opt` got more (or fewer) rows than the statement promises: a bug.
     #[error("expected one row, got {0}")]
     RowCount(usize),
 }
@@ -184,7 +184,7 @@ impl Db {
     }
 
     /// Rows of a statement.
-    pub async fn query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+    pub async fn query_typed(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         match self.run(sql, params, Want::Rows).await? {
             Outcome::Rows(rows) => Ok(rows),
             Outcome::Count(_) => unreachable!("rows were asked for"),
@@ -192,26 +192,26 @@ impl Db {
     }
 
     /// The one row of a statement that returns exactly one.
-    pub async fn query_one(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Row, DbError> {
-        let mut rows = self.query(sql, params).await?;
-        match rows.len() {
-            1 => Ok(rows.remove(0)),
-            n => Err(DbError::RowCount(n)),
-        }
+    pub async fn query_typed_one(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Row, DbError> {
+        exactly_one(self.query_typed(sql, params).await?)
     }
 
     /// The row of a statement that returns at most one.
-    pub async fn query_opt(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Option<Row>, DbError> {
-        let mut rows = self.query(sql, params).await?;
-        match rows.len() {
-            0 => Ok(None),
-            1 => Ok(Some(rows.remove(0))),
-            n => Err(DbError::RowCount(n)),
+    pub async fn query_typed_opt(
+        &self,
+        sql: &Sql,
+        params: &[Param<'_>],
+    ) -> Result<Option<Row>, DbError> {
+        let rows = self.query_typed(sql, params).await?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            exactly_one(rows).map(Some)
         }
     }
 
     /// The number of rows a statement changed.
-    pub async fn execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
+    pub async fn execute_typed(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
         match self.run(sql, params, Want::Count).await? {
             Outcome::Count(n) => Ok(n),
             Outcome::Rows(_) => unreachable!("a count was asked for"),
@@ -444,20 +444,16 @@ pub struct Tx {
 }
 
 impl Tx {
-    pub async fn query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+    pub async fn query_typed(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         self.bounded(self.client.query_typed(sql.text, params))
             .await
     }
 
-    pub async fn query_one(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Row, DbError> {
-        let mut rows = self.query(sql, params).await?;
-        match rows.len() {
-            1 => Ok(rows.remove(0)),
-            n => Err(DbError::RowCount(n)),
-        }
+    pub async fn query_typed_one(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Row, DbError> {
+        exactly_one(self.query_typed(sql, params).await?)
     }
 
-    pub async fn execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
+    pub async fn execute_typed(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
         self.bounded(self.client.execute_typed(sql.text, params))
             .await
     }
@@ -518,6 +514,14 @@ impl Tx {
                 self.timeouts.statement
             ))),
         }
+    }
+}
+
+/// The one row of a statement that promises exactly one; anything else is a bug.
+fn exactly_one(mut rows: Vec<Row>) -> Result<Row, DbError> {
+    match rows.len() {
+        1 => Ok(rows.remove(0)),
+        n => Err(DbError::RowCount(n)),
     }
 }
 

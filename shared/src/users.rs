@@ -37,7 +37,7 @@ const DROP_IF_TOMBSTONED: Sql = Sql::idempotent(
 /// Makes sure a signed-in user has a row, unless they were deleted.
 pub async fn ensure(db: &Db, user_id: &str) -> Result<UserState, DbError> {
     db.transaction(Idempotence::Idempotent, |tx| async move {
-        tx.execute(&INSERT_PLACEHOLDER, &[(&user_id, Type::TEXT)])
+        tx.execute_typed(&INSERT_PLACEHOLDER, &[(&user_id, Type::TEXT)])
             .await?;
         drop_if_tombstoned(&tx, user_id).await
     })
@@ -47,7 +47,7 @@ pub async fn ensure(db: &Db, user_id: &str) -> Result<UserState, DbError> {
 /// The second half of every creation: on a fresh snapshot, a tombstone wins over the row.
 pub async fn drop_if_tombstoned(tx: &Tx, user_id: &str) -> Result<UserState, DbError> {
     let deleted: bool = tx
-        .query_one(&DROP_IF_TOMBSTONED, &[(&user_id, Type::TEXT)])
+        .query_typed_one(&DROP_IF_TOMBSTONED, &[(&user_id, Type::TEXT)])
         .await?
         .get(0);
     Ok(if deleted {

@@ -52,7 +52,7 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
     let offline_after = state.offline_after.as_secs_f64();
     let row = state
         .db
-        .query_one(
+        .query_typed_one(
             &sql::EVALUATE,
             &[(&offline_after, tokio_postgres::types::Type::FLOAT8)],
         )

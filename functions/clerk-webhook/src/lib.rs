@@ -171,7 +171,7 @@ async fn upsert(db: &Db, user: &ClerkUser) -> Result<Outcome, DbError> {
     let updated_at = DateTime::from_timestamp_millis(user.updated_at).unwrap_or_default();
     db.transaction(Idempotence::Idempotent, |tx| async move {
         let changed = tx
-            .execute(
+            .execute_typed(
                 &sql::UPSERT_USER,
                 &[
                     (&user.id, Type::TEXT),
@@ -196,13 +196,13 @@ async fn upsert(db: &Db, user: &ClerkUser) -> Result<Outcome, DbError> {
 async fn delete(db: &Db, user_id: &str, at: DateTime<Utc>) -> Result<Outcome, DbError> {
     db.transaction(Idempotence::Idempotent, |tx| async move {
         let new_tombstone: bool = tx
-            .query_one(
+            .query_typed_one(
                 &sql::TOMBSTONE_AND_LOCK_USER,
                 &[(&user_id, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
             )
             .await?
             .get(0);
-        tx.execute(&sql::DELETE_USER, &[(&user_id, Type::TEXT)])
+        tx.execute_typed(&sql::DELETE_USER, &[(&user_id, Type::TEXT)])
             .await?;
         Ok(Outcome::Applied {
             changed: new_tombstone,

@@ -61,7 +61,7 @@ pub async fn list(ctx: Ctx<'_>) -> Result<Response, ApiError> {
     let cursor = Cursor::from_request(ctx.req)?;
     let rows = ctx
         .db
-        .query(
+        .query_typed(
             &sql::LIST_ALERTS,
             &[
                 (&ctx.caller.as_str(), Type::TEXT),

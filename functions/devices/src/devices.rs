@@ -62,7 +62,7 @@ pub async fn create(ctx: Ctx<'_>) -> Result<Response, ApiError> {
     let hash = key.hash().to_vec();
     let row = ctx
         .db
-        .query_one(
+        .query_typed_one(
             &sql::CREATE_DEVICE,
             &[
                 (&ctx.caller.as_str(), Type::TEXT),
@@ -84,7 +84,7 @@ pub async fn list(ctx: Ctx<'_>) -> Result<Response, ApiError> {
     let cursor = Cursor::from_request(ctx.req)?;
     let rows = ctx
         .db
-        .query(
+        .query_typed(
             &sql::LIST_DEVICES,
             &[
                 (&ctx.caller.as_str(), Type::TEXT),
@@ -105,7 +105,7 @@ pub async fn list(ctx: Ctx<'_>) -> Result<Response, ApiError> {
 pub async fn get(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
     let row = ctx
         .db
-        .query_opt(
+        .query_typed_opt(
             &sql::GET_DEVICE,
             &[(&id, Type::UUID), (&ctx.caller.as_str(), Type::TEXT)],
         )
@@ -118,7 +118,7 @@ pub async fn rename(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
     let name = parse_name(ctx.req)?;
     let row = ctx
         .db
-        .query_opt(
+        .query_typed_opt(
             &sql::RENAME_DEVICE,
             &[
                 (&id, Type::UUID),
@@ -134,7 +134,7 @@ pub async fn rename(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
 pub async fn delete(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
     let deleted = ctx
         .db
-        .execute(
+        .execute_typed(
             &sql::DELETE_DEVICE,
             &[(&id, Type::UUID), (&ctx.caller.as_str(), Type::TEXT)],
         )

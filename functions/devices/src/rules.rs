@@ -155,7 +155,7 @@ pub async fn create(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError>
     }
     let row = ctx
         .db
-        .query_opt(
+        .query_typed_opt(
             &sql::CREATE_RULE,
             &[
                 (&device_id, Type::UUID),
@@ -175,7 +175,7 @@ pub async fn create(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError>
 pub async fn list(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError> {
     let rows = ctx
         .db
-        .query(
+        .query_typed(
             &sql::LIST_RULES,
             &[(&device_id, Type::UUID), (&ctx.caller.as_str(), Type::TEXT)],
         )
@@ -194,7 +194,7 @@ pub async fn list(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError> {
 pub async fn get(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Response, ApiError> {
     let row = ctx
         .db
-        .query_opt(
+        .query_typed_opt(
             &sql::GET_RULE,
             &[
                 (&rule_id, Type::UUID),
@@ -216,7 +216,7 @@ pub async fn update(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Resp
     let clear_threshold = fields.clear_threshold.flatten();
     let result = ctx
         .db
-        .query_opt(
+        .query_typed_opt(
             &sql::UPDATE_RULE,
             &[
                 (&rule_id, Type::UUID),
@@ -241,7 +241,7 @@ pub async fn update(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Resp
 pub async fn delete(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Response, ApiError> {
     let deleted = ctx
         .db
-        .execute(
+        .execute_typed(
             &sql::DELETE_RULE,
             &[
                 (&rule_id, Type::UUID),

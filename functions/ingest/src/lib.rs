@@ -245,7 +245,7 @@ async fn store(
         &sql::INGEST
     };
     let row = db
-        .query_one(
+        .query_typed_one(
             statement,
             &[
                 (&hash, Type::BYTEA),
@@ -302,7 +302,7 @@ async fn resolve_unknown(
     let times: Vec<DateTime<Utc>> = picked.iter().map(|(_, r)| r.recorded_at).collect();
     let ords: Vec<i64> = picked.iter().map(|(ord, _)| *ord).collect();
     let rows = db
-        .query(
+        .query_typed(
             &sql::STORED_VALUES,
             &[
                 (&device_id, Type::UUID),

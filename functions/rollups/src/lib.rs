@@ -214,7 +214,7 @@ async fn rollups(
         ));
     }
     let rows = db
-        .query(
+        .query_typed(
             &sql::ROLLUP,
             &[
                 (&device, Type::UUID),
@@ -342,7 +342,7 @@ async fn readings(
     };
     let rows = match &metric {
         Some(metric) => {
-            db.query(
+            db.query_typed(
                 &sql::READINGS_OF_METRIC,
                 &[
                     (&device, Type::UUID),
@@ -357,7 +357,7 @@ async fn readings(
             .await?
         }
         None => {
-            db.query(
+            db.query_typed(
                 &sql::READINGS_OF_ALL,
                 &[
                     (&device, Type::UUID),
@@ -395,7 +395,7 @@ async fn readings(
 
 async fn latest(db: &Db, caller: &UserId, device: Uuid) -> Result<Response, ApiError> {
     let rows = db
-        .query(
+        .query_typed(
             &sql::LATEST,
             &[(&device, Type::UUID), (&caller.as_str(), Type::TEXT)],
         )

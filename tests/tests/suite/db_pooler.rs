@@ -30,13 +30,16 @@ async fn canary_named_statements_fail_through_the_pooler_and_typed_ones_work() {
 
     let db = test.db();
     let row = db
-        .query_one(&ADD_ONE, &[(&41i32, Type::INT4)])
+        .query_typed_one(&ADD_ONE, &[(&41i32, Type::INT4)])
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
     // And again, on the same connection, many times over.
     for i in 0..20i32 {
-        let row = db.query_one(&ADD_ONE, &[(&i, Type::INT4)]).await.unwrap();
+        let row = db
+            .query_typed_one(&ADD_ONE, &[(&i, Type::INT4)])
+            .await
+            .unwrap();
         assert_eq!(row.get::<_, i32>(0), i + 1);
     }
     assert_eq!(db.generation().await, 1, "one connection for all of it");
@@ -64,7 +67,7 @@ async fn concurrent_queries_share_one_connection() {
     let results = futures::future::join_all((0..50i32).map(|i| {
         let db = &db;
         async move {
-            db.query_one(&ADD_ONE, &[(&i, Type::INT4)])
+            db.query_typed_one(&ADD_ONE, &[(&i, Type::INT4)])
                 .await
                 .unwrap()
                 .get::<_, i32>(0)
@@ -107,14 +110,14 @@ async fn kill_connections(test: &TestDb) {
 async fn a_killed_connection_is_replaced_on_next_use() {
     let test = TestDb::new().await;
     let db = test.db();
-    db.query_one(&ADD_ONE, &[(&1i32, Type::INT4)])
+    db.query_typed_one(&ADD_ONE, &[(&1i32, Type::INT4)])
         .await
         .unwrap();
     kill_connections(&test).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let row = db
-        .query_one(&ADD_ONE, &[(&1i32, Type::INT4)])
+        .query_typed_one(&ADD_ONE, &[(&1i32, Type::INT4)])
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 2);
@@ -129,12 +132,12 @@ const SLOW_INSERT: Sql =
 async fn an_idempotent_statement_cut_off_mid_flight_is_retried_once() {
     let test = TestDb::new().await;
     let db = test.db();
-    db.query_one(&ADD_ONE, &[(&1i32, Type::INT4)])
+    db.query_typed_one(&ADD_ONE, &[(&1i32, Type::INT4)])
         .await
         .unwrap();
 
     let (result, ()) = tokio::join!(
-        db.query_one(&SLOW_SELECT, &[]),
+        db.query_typed_one(&SLOW_SELECT, &[]),
         terminate_sleeping_backend(&test)
     );
     assert_eq!(result.unwrap().get::<_, i32>(0), 1);
@@ -149,12 +152,12 @@ async fn a_non_idempotent_write_cut_off_mid_flight_is_not_retried() {
         .await
         .unwrap();
     let db = test.db();
-    db.query_one(&ADD_ONE, &[(&1i32, Type::INT4)])
+    db.query_typed_one(&ADD_ONE, &[(&1i32, Type::INT4)])
         .await
         .unwrap();
 
     let (result, ()) = tokio::join!(
-        db.execute(&SLOW_INSERT, &[(&7i32, Type::INT4)]),
+        db.execute_typed(&SLOW_INSERT, &[(&7i32, Type::INT4)]),
         terminate_sleeping_backend(&test)
     );
     assert!(matches!(result, Err(DbError::Unavailable(_))), "{result:?}");
@@ -166,7 +169,7 @@ async fn a_non_idempotent_write_cut_off_mid_flight_is_not_retried() {
 
     // The instance recovers by itself on the next call.
     assert_eq!(
-        db.execute(&SLOW_INSERT, &[(&8i32, Type::INT4)])
+        db.execute_typed(&SLOW_INSERT, &[(&8i32, Type::INT4)])
             .await
             .unwrap(),
         1
@@ -186,7 +189,7 @@ async fn after_an_idle_spell_the_connection_is_checked_before_use() {
         .batch_execute("CREATE TABLE retry_probe (n int4 NOT NULL)")
         .await
         .unwrap();
-    db.query_one(&ADD_ONE, &[(&1i32, Type::INT4)])
+    db.query_typed_one(&ADD_ONE, &[(&1i32, Type::INT4)])
         .await
         .unwrap();
     kill_connections(&test).await;
@@ -194,7 +197,7 @@ async fn after_an_idle_spell_the_connection_is_checked_before_use() {
 
     // Even a write that may not be retried succeeds: the dead connection is found before it.
     assert_eq!(
-        db.execute(&SLOW_INSERT, &[(&1i32, Type::INT4)])
+        db.execute_typed(&SLOW_INSERT, &[(&1i32, Type::INT4)])
             .await
             .unwrap(),
         1
@@ -213,7 +216,7 @@ async fn an_unreachable_database_is_unavailable_not_a_hang() {
     )
     .unwrap();
     let started = std::time::Instant::now();
-    let result = db.query(&ADD_ONE, &[(&1i32, Type::INT4)]).await;
+    let result = db.query_typed(&ADD_ONE, &[(&1i32, Type::INT4)]).await;
     assert!(matches!(result, Err(DbError::Unavailable(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -223,7 +226,7 @@ async fn server_errors_are_not_connection_errors() {
     let test = TestDb::new().await;
     let db = test.db();
     let error = db
-        .query(
+        .query_typed(
             &Sql::idempotent("SELECT 1 / $1::int4"),
             &[(&0i32, Type::INT4)],
         )

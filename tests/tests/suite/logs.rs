@@ -121,7 +121,11 @@ async fn a_full_session_logs_no_secret() {
         "postgres://postgres:{password}@127.0.0.1:1/x?sslmode=disable"
     )))
     .unwrap();
-    assert!(gone.query(&Sql::idempotent("SELECT 1"), &[]).await.is_err());
+    assert!(
+        gone.query_typed(&Sql::idempotent("SELECT 1"), &[])
+            .await
+            .is_err()
+    );
 
     let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(

@@ -427,7 +427,7 @@ async fn ingest_figures(sizes: &Sizes, report: &mut Report) {
         let started = Instant::now();
         state
             .db
-            .execute(
+            .execute_typed(
                 &BARE_INSERT,
                 &[
                     (&history_device, Type::UUID),
@@ -582,7 +582,7 @@ async fn series_figures(sizes: &Sizes, report: &mut Report) {
         let started = Instant::now();
         state
             .db
-            .query_one(
+            .query_typed_one(
                 &RANGE_FLOOR,
                 &[
                     (&rollup_device, Type::UUID),
@@ -602,7 +602,7 @@ async fn series_figures(sizes: &Sizes, report: &mut Report) {
         let started = Instant::now();
         state
             .db
-            .query_opt(
+            .query_typed_opt(
                 &PROBE_FLOOR,
                 &[
                     (&latest_device, Type::UUID),
