@@ -292,3 +292,46 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     binary
 }
+
+/// The four HTTP functions built from one configuration, and routed as API Gateway routes them:
+/// by path, each to the function whose route table has it (the method is the function's
+/// business, as every route is `ANY`).
+pub struct Functions {
+    pub ingest: ingest::State,
+    pub devices: devices::State,
+    pub rollups: rollups::State,
+    pub webhook: clerk_webhook::State,
+}
+
+impl Functions {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            ingest: ingest::State::new(config).expect("ingest starts"),
+            devices: devices::State::new(config).expect("devices starts"),
+            rollups: rollups::State::new(config).expect("rollups starts"),
+            webhook: clerk_webhook::State::new(config).expect("clerk-webhook starts"),
+        }
+    }
+
+    pub async fn handle(&self, request: lambda_http::Request) -> lambda_http::Response<Body> {
+        // A path is a function's when its table matches it: answered, or refused with 405.
+        let serves = |routes: &shared::http::Routes| match shared::http::route(routes, &request) {
+            Ok(_) => true,
+            Err(error) => error.status() == 405,
+        };
+        if serves(ingest::ROUTES) {
+            ingest::handle(&self.ingest, request).await
+        } else if serves(devices::ROUTES) {
+            devices::handle(&self.devices, request).await
+        } else if serves(rollups::ROUTES) {
+            rollups::handle(&self.rollups, request).await
+        } else if serves(clerk_webhook::ROUTES) {
+            clerk_webhook::handle(&self.webhook, request).await
+        } else {
+            panic!(
+                "no function serves {}: API Gateway would answer 404",
+                request.uri().path()
+            )
+        }
+    }
+}

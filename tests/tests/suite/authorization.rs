@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
-use tests::{Event, TestDb, body_json, clerk};
+use tests::{Event, Functions, TestDb, body_json, clerk};
 
 const OWNER: &str = "user_owner";
 const OTHER: &str = "user_other";
@@ -108,10 +108,7 @@ fn the_matrix_names_every_route_and_only_those() {
 async fn every_route_answers_every_caller_as_the_matrix_says() {
     let test = TestDb::new().await;
     let config = test.config(&[]);
-    let ingest = ingest::State::new(&config).unwrap();
-    let devices = devices::State::new(&config).unwrap();
-    let rollups = rollups::State::new(&config).unwrap();
-    let webhook = clerk_webhook::State::new(&config).unwrap();
+    let functions = Functions::new(&config);
     let owner_token = clerk::token(OWNER);
     let other_token = clerk::token(OTHER);
     let mut expired = clerk::claims(OWNER);
@@ -120,7 +117,7 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
 
     // The owner's device (with its key) and rule, made through the API.
     let created = devices::handle(
-        &devices,
+        &functions.devices,
         Event::load("devices-create").as_user(OWNER).request(),
     )
     .await;
@@ -130,7 +127,7 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
         device["device_key"].as_str().unwrap().to_owned(),
     );
     let rule = devices::handle(
-        &devices,
+        &functions.devices,
         Event::load("rules-create")
             .as_user(OWNER)
             .at("POST", &format!("/v1/devices/{device_id}/rules"))
@@ -163,17 +160,7 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
             if let Some(credential) = credential {
                 event = event.header("authorization", &format!("Bearer {credential}"));
             }
-            let response = match *path {
-                "/v1/ingest" => ingest::handle(&ingest, event.request()).await,
-                "/webhooks/clerk" => clerk_webhook::handle(&webhook, event.request()).await,
-                p if p.ends_with("/rollups")
-                    || p.ends_with("/readings")
-                    || p.ends_with("/latest") =>
-                {
-                    rollups::handle(&rollups, event.request()).await
-                }
-                _ => devices::handle(&devices, event.request()).await,
-            };
+            let response = functions.handle(event.request()).await;
             assert_eq!(
                 response.status().as_u16(),
                 *status,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 use tests::clerk;
-use tests::{Event, TestDb, body_json};
+use tests::{Event, Functions, TestDb, body_json};
 
 fn repo_file(path: &str) -> String {
     let full = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -135,10 +135,7 @@ fn the_openapi_document_describes_exactly_the_handlers_routes() {
 async fn every_route_is_known_to_its_handler() {
     let test = TestDb::new().await;
     let config = test.config(&[]);
-    let ingest = ingest::State::new(&config).unwrap();
-    let devices = devices::State::new(&config).unwrap();
-    let rollups = rollups::State::new(&config).unwrap();
-    let webhook = clerk_webhook::State::new(&config).unwrap();
+    let functions = Functions::new(&config);
     for (binary, routes) in handler_routes() {
         for (path, methods) in routes {
             let concrete = path
@@ -148,10 +145,10 @@ async fn every_route_is_known_to_its_handler() {
                 .at("TRACE", &concrete)
                 .without_header("authorization");
             let response = match binary {
-                "ingest" => ingest::handle(&ingest, event.request()).await,
-                "devices" => devices::handle(&devices, event.request()).await,
-                "rollups" => rollups::handle(&rollups, event.request()).await,
-                _ => clerk_webhook::handle(&webhook, event.request()).await,
+                "ingest" => ingest::handle(&functions.ingest, event.request()).await,
+                "devices" => devices::handle(&functions.devices, event.request()).await,
+                "rollups" => rollups::handle(&functions.rollups, event.request()).await,
+                _ => clerk_webhook::handle(&functions.webhook, event.request()).await,
             };
             assert_eq!(response.status(), 405, "{binary} {path}");
             let allow: BTreeSet<String> = response.headers()["allow"]
@@ -171,10 +168,7 @@ async fn every_route_is_known_to_its_handler() {
 async fn the_openapi_examples_are_answered_as_documented() {
     let test = TestDb::new().await;
     let config = test.config(&[]);
-    let ingest = ingest::State::new(&config).unwrap();
-    let devices = devices::State::new(&config).unwrap();
-    let rollups = rollups::State::new(&config).unwrap();
-    let webhook = clerk_webhook::State::new(&config).unwrap();
+    let functions = Functions::new(&config);
     let openapi = yaml("openapi.yaml");
     let user = "user_openapi";
     let token = clerk::token(user);
@@ -256,26 +250,19 @@ async fn the_openapi_examples_are_answered_as_documented() {
                 .json_body(body)
                 .header("content-type", "application/json");
         }
-        let response = match path {
-            "/v1/ingest" => {
-                let event = event.header("authorization", &format!("Bearer {device_key}"));
-                ingest::handle(&ingest, event.request()).await
-            }
-            "/webhooks/clerk" => {
-                let body = body.as_ref().unwrap();
-                let event = clerk::webhook(
-                    "clerk-webhook-user-created",
-                    body,
-                    "msg_openapi",
-                    clerk::now(),
-                );
-                clerk_webhook::handle(&webhook, event.request()).await
-            }
-            p if p.ends_with("/rollups") || p.ends_with("/readings") || p.ends_with("/latest") => {
-                rollups::handle(&rollups, event.request()).await
-            }
-            _ => devices::handle(&devices, event.request()).await,
+        // Each route with its own credential: the device key for ingest, a signature for the
+        // webhook, the user's token elsewhere.
+        let event = match path {
+            "/v1/ingest" => event.header("authorization", &format!("Bearer {device_key}")),
+            "/webhooks/clerk" => clerk::webhook(
+                "clerk-webhook-user-created",
+                body.as_ref().unwrap(),
+                "msg_openapi",
+                clerk::now(),
+            ),
+            _ => event,
         };
+        let response = functions.handle(event.request()).await;
         let answer = body_json(&response);
         assert_eq!(
             response.status().as_u16(),

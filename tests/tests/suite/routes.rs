@@ -1,16 +1,18 @@
 //! Every function answers unknown paths with 404 and known paths with the wrong method with 405,
 //! as JSON errors, from real-shaped API Gateway events.
 
-use tests::{Event, TestDb, assert_error};
+use tests::{Event, Functions, TestDb, assert_error};
 
 #[tokio::test]
 async fn http_functions_route_paths_and_methods() {
     let test = TestDb::new().await;
     let config = test.config(&[]);
-    let ingest = ingest::State::new(&config).unwrap();
-    let devices = devices::State::new(&config).unwrap();
-    let rollups = rollups::State::new(&config).unwrap();
-    let webhook = clerk_webhook::State::new(&config).unwrap();
+    let Functions {
+        ingest,
+        devices,
+        rollups,
+        webhook,
+    } = Functions::new(&config);
 
     let response = ingest::handle(
         &ingest,
