@@ -165,8 +165,9 @@ impl From<DbError> for ApiError {
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => build(status, Body::Binary(bytes), Some("application/json")),
+    // Text, not Binary: lambda_http would base64-encode a binary body for API Gateway.
+    match serde_json::to_string(body) {
+        Ok(text) => build(status, Body::Text(text), Some("application/json")),
         Err(error) => {
             tracing::error!(%error, "response did not serialize");
             build(
@@ -389,6 +390,12 @@ mod tests {
             Body::Empty => serde_json::Value::Null,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn json_bodies_are_text_so_lambda_does_not_base64_them() {
+        let response = json(StatusCode::OK, &serde_json::json!({"a": 1}));
+        assert!(matches!(response.body(), Body::Text(t) if t == r#"{"a":1}"#));
     }
 
     #[test]
