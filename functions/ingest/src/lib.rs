@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use shared::auth::bearer;
 use shared::config::Config;
 use shared::db::{Db, DbError};
-use shared::domain::{DecimalValue, DeviceKey, Metric};
+use shared::domain::{DecimalValue, DeviceKey, Metric, whole_micros};
 use shared::http::{self, ApiError, Response};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -142,7 +142,7 @@ pub fn parse_batch(body: &[u8], now: DateTime<Utc>) -> Result<Vec<Reading>, ApiE
             "a batch holds 1 to 1000 readings",
         ));
     }
-    let now = truncate_to_micros(now);
+    let now = whole_micros(now);
     items
         .iter()
         .enumerate()
@@ -215,12 +215,7 @@ fn parse_time(raw: &RawValue) -> Result<DateTime<Utc>, &'static str> {
     if parsed.timestamp() < 0 {
         return Err("recorded_at may not be before 1970");
     }
-    Ok(truncate_to_micros(parsed))
-}
-
-/// Postgres keeps microseconds; drop finer digits here so that what we report is what is stored.
-fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+    Ok(whole_micros(parsed))
 }
 
 /// One statement (a second only when another request stored some of the same readings while

@@ -12,7 +12,7 @@ use serde::Serialize;
 use shared::auth::{Authenticator, UserId};
 use shared::config::Config;
 use shared::db::Db;
-use shared::domain::Metric;
+use shared::domain::{Metric, whole_micros};
 use shared::http::{self, ApiError, Response};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
@@ -136,23 +136,17 @@ fn time_param(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiErr
                 .ok()
                 .and_then(DateTime::from_timestamp_millis)
         });
-    parsed
-        .map(|t| DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t))
-        .map(Some)
-        .ok_or_else(|| {
-            http::bad_query(
-                name,
-                format!("{name} is an RFC 3339 time with offset or Unix milliseconds"),
-            )
-        })
+    parsed.map(whole_micros).map(Some).ok_or_else(|| {
+        http::bad_query(
+            name,
+            format!("{name} is an RFC 3339 time with offset or Unix milliseconds"),
+        )
+    })
 }
 
 /// `from`/`to` with their defaults (`to` now, `from` 24 h before); `from ≥ to` is `422`.
 fn range(req: &Request) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let to = match time_param(req, "to")? {
-        Some(to) => to,
-        None => DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap_or_default(),
-    };
+    let to = time_param(req, "to")?.unwrap_or_else(|| whole_micros(Utc::now()));
     let from = time_param(req, "from")?.unwrap_or(to - DEFAULT_RANGE);
     if from >= to {
         return Err(ApiError::validation("from", "from must be before to"));

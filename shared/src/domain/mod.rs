@@ -13,6 +13,12 @@ pub use device_name::DeviceName;
 pub use metric::Metric;
 pub use rule::{Comparator, ForSeconds};
 
+/// `t` to whole microseconds: what a Postgres `timestamptz` keeps, so that what the API reports
+/// is what is stored.
+pub fn whole_micros(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
 /// Why a value was refused; becomes the `message` of a `422 validation_failed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub std::borrow::Cow<'static, str>);
