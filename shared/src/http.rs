@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::db::DbError;
+use crate::domain::in_rfc3339_range;
 
 pub type Response = lambda_http::Response<Body>;
 
@@ -372,8 +373,9 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         let bytes: [u8; 24] = bytes.try_into().ok()?;
         let micros = i64::from_be_bytes(bytes[..8].try_into().ok()?);
+        let at = DateTime::from_timestamp_micros(micros).filter(|&t| in_rfc3339_range(t))?;
         Some(Self {
-            at: DateTime::from_timestamp_micros(micros)?,
+            at,
             id: Uuid::from_slice(&bytes[8..]).ok()?,
         })
     }

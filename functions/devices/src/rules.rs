@@ -50,24 +50,28 @@ struct Items {
 }
 
 /// A rule body as sent: every field optional here, required ones are checked by the route.
+/// A field that is present is `Some`, even when it is `null`: `null` is a bad metric, comparator,
+/// threshold or for_seconds (`422`), never "not given".
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     metric: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     comparator: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     threshold: Option<Box<RawValue>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     for_seconds: Option<Value>,
     /// Absent: `None`; `null`: `Some(None)` (remove the hysteresis); a value: `Some(Some(_))`.
     #[serde(default, deserialize_with = "present")]
     clear_threshold: Option<Option<Box<RawValue>>>,
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Box<RawValue>>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
+/// A field that is in the body, whatever its value (`Option`'s own deserializer maps `null` to
+/// `None`, as if the field were absent).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// The fields of a body, each parsed; `None` where the body did not give it.

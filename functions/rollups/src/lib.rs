@@ -12,7 +12,7 @@ use serde::Serialize;
 use shared::auth::{Authenticator, UserId};
 use shared::config::Config;
 use shared::db::Db;
-use shared::domain::{Metric, whole_micros};
+use shared::domain::{Metric, in_rfc3339_range, whole_micros};
 use shared::http::{self, ApiError, Response};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
@@ -122,7 +122,8 @@ impl Bucket {
 }
 
 /// A time in a query parameter: RFC 3339 with offset (a `+` that arrived as a space is
-/// forgiven) or whole Unix milliseconds. Anything else is `400`.
+/// forgiven) or whole Unix milliseconds. Anything else is `400`; a time outside the years
+/// 0000 to 9999 is `422`.
 fn time_param(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     let Some(text) = http::query_param(req, name) else {
         return Ok(None);
@@ -136,12 +137,19 @@ fn time_param(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiErr
                 .ok()
                 .and_then(DateTime::from_timestamp_millis)
         });
-    parsed.map(whole_micros).map(Some).ok_or_else(|| {
+    let parsed = parsed.map(whole_micros).ok_or_else(|| {
         http::bad_query(
             name,
             format!("{name} is an RFC 3339 time with offset or Unix milliseconds"),
         )
-    })
+    })?;
+    if !in_rfc3339_range(parsed) {
+        return Err(ApiError::validation(
+            name,
+            format!("{name} must be in the years 0000 to 9999"),
+        ));
+    }
+    Ok(Some(parsed))
 }
 
 /// `from`/`to` with their defaults (`to` now, `from` 24 h before); `from ≥ to` is `422`.
@@ -306,8 +314,9 @@ impl ReadingCursor {
     fn decode(text: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         let (micros, metric) = bytes.split_at_checked(8)?;
+        let micros = i64::from_be_bytes(micros.try_into().ok()?);
         Some(Self {
-            at: DateTime::from_timestamp_micros(i64::from_be_bytes(micros.try_into().ok()?))?,
+            at: DateTime::from_timestamp_micros(micros).filter(|&t| in_rfc3339_range(t))?,
             metric: String::from_utf8(metric.to_vec()).ok()?,
         })
     }

@@ -19,6 +19,13 @@ pub fn whole_micros(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono
     chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
+/// Whether `t` is a time the API takes and gives: years 0000 to 9999, what RFC 3339 can write.
+/// Unix milliseconds and cursors can name times far outside it, some of them before the earliest
+/// one Postgres keeps (4713 BC).
+pub fn in_rfc3339_range(t: chrono::DateTime<chrono::Utc>) -> bool {
+    (0..=9999).contains(&chrono::Datelike::year(&t))
+}
+
 /// Why a value was refused; becomes the `message` of a `422 validation_failed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub std::borrow::Cow<'static, str>);

@@ -2,8 +2,11 @@
 
 use std::collections::HashSet;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tests::{Event, TestDb, assert_error, body_json};
+use uuid::Uuid;
 
 const ALICE: &str = "user_alice";
 const BOB: &str = "user_bob";
@@ -465,6 +468,10 @@ async fn pages_are_complete_and_stable_under_inserts() {
 async fn list_parameters_are_checked() {
     let test = TestDb::new().await;
     let state = devices::State::new(&test.config(&[])).unwrap();
+    // A cursor of the right shape whose time (about 10,000 BC) Postgres cannot hold.
+    let mut bytes = (-377_000_000_000_000_000i64).to_be_bytes().to_vec();
+    bytes.extend_from_slice(Uuid::nil().as_bytes());
+    let ancient = format!("cursor={}", URL_SAFE_NO_PAD.encode(bytes));
     for (route, query, status, code, field) in [
         ("devices-list", "limit=ten", 400, "bad_request", "limit"),
         ("devices-list", "limit=0", 422, "validation_failed", "limit"),
@@ -498,6 +505,8 @@ async fn list_parameters_are_checked() {
         ),
         ("alerts-list", "limit=-1", 422, "validation_failed", "limit"),
         ("alerts-list", "cursor=%21%21", 400, "bad_request", "cursor"),
+        ("devices-list", &ancient, 400, "bad_request", "cursor"),
+        ("alerts-list", &ancient, 400, "bad_request", "cursor"),
     ] {
         let response = devices::handle(
             &state,
@@ -740,6 +749,20 @@ async fn every_invalid_body_is_refused_and_writes_nothing() {
             Some("for_seconds"),
         ),
         (
+            "for_seconds null",
+            new_rule(with(json!({"for_seconds": null}))),
+            422,
+            "validation_failed",
+            Some("for_seconds"),
+        ),
+        (
+            "threshold null",
+            new_rule(with(json!({"threshold": null}))),
+            422,
+            "validation_failed",
+            Some("threshold"),
+        ),
+        (
             "clear above gt threshold",
             new_rule(with(json!({"threshold": 80, "clear_threshold": 85}))),
             422,
@@ -796,6 +819,34 @@ async fn every_invalid_body_is_refused_and_writes_nothing() {
             422,
             "validation_failed",
             Some("metric"),
+        ),
+        (
+            "patch metric null",
+            patch_rule(json!({"metric": null})),
+            422,
+            "validation_failed",
+            Some("metric"),
+        ),
+        (
+            "patch comparator null",
+            patch_rule(json!({"comparator": null})),
+            422,
+            "validation_failed",
+            Some("comparator"),
+        ),
+        (
+            "patch threshold null",
+            patch_rule(json!({"threshold": null})),
+            422,
+            "validation_failed",
+            Some("threshold"),
+        ),
+        (
+            "patch for_seconds null",
+            patch_rule(json!({"for_seconds": null})),
+            422,
+            "validation_failed",
+            Some("for_seconds"),
         ),
         (
             "patch unknown field",

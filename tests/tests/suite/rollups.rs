@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rollups::Bucket;
 use rust_decimal::Decimal;
@@ -374,6 +376,10 @@ async fn other_users_and_unknown_devices_are_not_found() {
 #[tokio::test]
 async fn bad_parameters_are_refused() {
     let f = fixture().await;
+    // A cursor of the right shape whose time (about 10,000 BC) Postgres cannot hold.
+    let mut bytes = (-377_000_000_000_000_000i64).to_be_bytes().to_vec();
+    bytes.extend_from_slice(b"t");
+    let ancient = format!("cursor={}", URL_SAFE_NO_PAD.encode(bytes));
     let cases = [
         ("rollups", "bucket=1h", 422, "validation_failed", "metric"),
         (
@@ -429,6 +435,29 @@ async fn bad_parameters_are_refused() {
         ("readings", "limit=1001", 422, "validation_failed", "limit"),
         ("readings", "limit=0", 422, "validation_failed", "limit"),
         ("readings", "cursor=%%%", 400, "bad_request", "cursor"),
+        ("readings", &ancient, 400, "bad_request", "cursor"),
+        // Unix milliseconds reach past what RFC 3339 (and, before 4713 BC, Postgres) can hold.
+        (
+            "readings",
+            "from=-377000000000000",
+            422,
+            "validation_failed",
+            "from",
+        ),
+        (
+            "readings",
+            "from=0&to=253402300800000",
+            422,
+            "validation_failed",
+            "to",
+        ),
+        (
+            "rollups",
+            "metric=t&bucket=1d&from=-62167219200001&to=0",
+            422,
+            "validation_failed",
+            "from",
+        ),
         (
             "readings",
             "from=2026-13-01T00:00:00Z",
