@@ -10,10 +10,12 @@ mod sql;
 
 use chrono::{DateTime, Utc};
 use lambda_http::Request;
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use shared::config::Config;
 use shared::db::{Db, DbError, Idempotence};
+use shared::domain::in_rfc3339_range;
 use shared::http::{self, ApiError, Response};
 use shared::users::{self, UserState};
 use tokio_postgres::types::Type;
@@ -62,8 +64,8 @@ struct Event {
     kind: String,
     data: serde_json::Value,
     /// Milliseconds since the epoch: when Clerk emitted the event.
-    #[serde(default)]
-    timestamp: Option<i64>,
+    #[serde(default, deserialize_with = "optional_millis")]
+    timestamp: Option<DateTime<Utc>>,
 }
 
 /// The parts of Clerk's user object we keep.
@@ -81,7 +83,23 @@ pub struct ClerkUser {
     #[serde(default)]
     image_url: Option<String>,
     /// Milliseconds since the epoch: the version of this user, and our staleness key.
-    updated_at: i64,
+    #[serde(deserialize_with = "millis")]
+    updated_at: DateTime<Utc>,
+}
+
+/// Unix milliseconds, as a time Postgres can keep: years 0000 to 9999 (a signed payload that
+/// names another time is malformed, `400`, not a `500` from the database).
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let ms = i64::deserialize(d)?;
+    DateTime::from_timestamp_millis(ms)
+        .filter(|&t| in_rfc3339_range(t))
+        .ok_or_else(|| D::Error::custom(format!("{ms} ms is not in the years 0000 to 9999")))
+}
+
+fn optional_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Millis(#[serde(deserialize_with = "millis")] DateTime<Utc>);
+    Ok(Option::<Millis>::deserialize(d)?.map(|Millis(t)| t))
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,10 +159,7 @@ pub fn parse_event(body: &[u8]) -> Result<(String, Change), ApiError> {
         "user.deleted" => {
             let user: DeletedUser = serde_json::from_value(event.data)
                 .map_err(|e| ApiError::bad_request(format!("not a deleted Clerk user: {e}")))?;
-            let at = event
-                .timestamp
-                .and_then(DateTime::from_timestamp_millis)
-                .unwrap_or_else(Utc::now);
+            let at = event.timestamp.unwrap_or_else(Utc::now);
             Change::Delete { id: user.id, at }
         }
         _ => Change::Ignore,
@@ -168,7 +183,6 @@ async fn upsert(db: &Db, user: &ClerkUser) -> Result<Outcome, DbError> {
             .find(|address| &address.id == primary)
             .map(|address| address.email_address.as_str())
     });
-    let updated_at = DateTime::from_timestamp_millis(user.updated_at).unwrap_or_default();
     db.transaction(Idempotence::Idempotent, |tx| async move {
         let changed = tx
             .execute_typed(
@@ -179,7 +193,7 @@ async fn upsert(db: &Db, user: &ClerkUser) -> Result<Outcome, DbError> {
                     (&user.first_name, Type::TEXT),
                     (&user.last_name, Type::TEXT),
                     (&user.image_url, Type::TEXT),
-                    (&updated_at, Type::TIMESTAMPTZ),
+                    (&user.updated_at, Type::TIMESTAMPTZ),
                 ],
             )
             .await?;

@@ -244,6 +244,15 @@ async fn signed_but_malformed_payloads_are_400() {
             "a deletion without id",
             json!({"type": "user.deleted", "data": {"deleted": true}}),
         ),
+        // Milliseconds that name a time Postgres cannot hold (about 10,000 BC).
+        (
+            "updated_at out of range",
+            json!({"type": "user.updated", "data": {"id": "user_x", "updated_at": -377_000_000_000_000i64}}),
+        ),
+        (
+            "a deletion timestamp out of range",
+            json!({"type": "user.deleted", "timestamp": -377_000_000_000_000i64, "data": {"id": "user_x", "deleted": true}}),
+        ),
     ] {
         let event = match &body {
             Value::String(text) => {
