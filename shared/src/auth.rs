@@ -196,8 +196,9 @@ impl Authenticator {
         {
             return Err(AuthError::Invalid("azp is not an authorized party".into()));
         }
-        if claims.sub.is_empty() {
-            return Err(AuthError::Invalid("empty sub".into()));
+        // A user id is stored as Postgres text, which cannot hold NUL.
+        if claims.sub.is_empty() || claims.sub.contains('\0') {
+            return Err(AuthError::Invalid("empty sub, or one with NUL".into()));
         }
         Ok(UserId(claims.sub))
     }

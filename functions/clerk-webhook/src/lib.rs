@@ -71,16 +71,17 @@ struct Event {
 /// The parts of Clerk's user object we keep.
 #[derive(Debug, Deserialize)]
 pub struct ClerkUser {
+    #[serde(deserialize_with = "id")]
     id: String,
     #[serde(default)]
     email_addresses: Vec<EmailAddress>,
     #[serde(default)]
     primary_email_address_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_text")]
     first_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_text")]
     last_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_text")]
     image_url: Option<String>,
     /// Milliseconds since the epoch: the version of this user, and our staleness key.
     #[serde(deserialize_with = "millis")]
@@ -105,12 +106,37 @@ fn optional_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Ut
 #[derive(Debug, Deserialize)]
 struct EmailAddress {
     id: String,
+    #[serde(deserialize_with = "text")]
     email_address: String,
 }
 
 #[derive(Deserialize)]
 struct DeletedUser {
+    #[serde(deserialize_with = "id")]
     id: String,
+}
+
+// Postgres text cannot hold NUL (U+0000): a user id with one is malformed (`400`); the stored
+// display fields drop it rather than lose the whole update to a `500` that Svix would retry.
+
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let id = String::deserialize(d)?;
+    if id.contains('\0') {
+        return Err(D::Error::custom("a user id cannot hold NUL"));
+    }
+    Ok(id)
+}
+
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let mut text = String::deserialize(d)?;
+    text.retain(|c| c != '\0');
+    Ok(text)
+}
+
+fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text(#[serde(deserialize_with = "text")] String);
+    Ok(Option::<Text>::deserialize(d)?.map(|Text(t)| t))
 }
 
 async fn receive(state: &State, req: &Request) -> Result<Response, ApiError> {

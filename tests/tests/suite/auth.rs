@@ -112,6 +112,11 @@ async fn pinned_claims_are_enforced() {
         (json!({"sub": null}), false, "no sub"),
         (json!({"sub": ""}), false, "empty sub"),
         (
+            json!({"sub": "user_\u{0}x"}),
+            false,
+            "a sub with NUL (Postgres text cannot hold it)",
+        ),
+        (
             json!({"aud": "some-audience"}),
             true,
             "an aud alone is no reason to refuse",

@@ -122,6 +122,31 @@ async fn created_then_updated_then_stale_then_deleted() {
     assert!(stored(&test, ADA).await.is_none());
 }
 
+/// Postgres text cannot hold NUL; a name with one is stored without it, not refused with a 500
+/// that Svix would retry for days.
+#[tokio::test]
+async fn nul_characters_in_names_are_dropped() {
+    let test = TestDb::new().await;
+    let state = state(&test);
+    let mut body = payload(CREATED);
+    body["data"]["first_name"] = json!("A\u{0}da");
+    body["data"]["last_name"] = json!("\u{0}Lovelace\u{0}");
+    body["data"]["image_url"] = json!("https://img.clerk.com/\u{0}x");
+    body["data"]["email_addresses"][1]["email_address"] = json!("ada@\u{0}example.org");
+    let (status, answer) = deliver(&state, webhook(CREATED, &body, "msg_nul", now())).await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({"ok": true, "changed": true}))
+    );
+    let (email, first, last, image, _) = stored(&test, ADA).await.unwrap();
+    assert_eq!(email.as_deref(), Some("ada@example.org"));
+    assert_eq!(
+        (first.as_deref(), last.as_deref()),
+        (Some("Ada"), Some("Lovelace"))
+    );
+    assert_eq!(image.as_deref(), Some("https://img.clerk.com/x"));
+}
+
 #[tokio::test]
 async fn a_placeholder_is_filled_in_by_the_first_event() {
     let test = TestDb::new().await;
@@ -243,6 +268,10 @@ async fn signed_but_malformed_payloads_are_400() {
         (
             "a deletion without id",
             json!({"type": "user.deleted", "data": {"deleted": true}}),
+        ),
+        (
+            "a user id with NUL",
+            json!({"type": "user.created", "data": {"id": "user_\u{0}x", "updated_at": 1}}),
         ),
         // Milliseconds that name a time Postgres cannot hold (about 10,000 BC).
         (
