@@ -1,4 +1,4 @@
-"""Schemathesis hooks for scripts/e2e (see schemathesis.toml)."""
+"""Schemathesis hooks for scripts/schemathesis (see schemathesis.toml beside this file)."""
 
 import schemathesis
 
