@@ -5,24 +5,47 @@
 
 use shared::db::Sql;
 
-/// Buckets of `$4` aligned to UTC (`date_bin` from 2000-01-01T00:00Z, a midnight), over
-/// [`$5`, `$6`). `first`/`last` are the values at each bucket's earliest/latest time, fetched by
-/// two primary-key probes per bucket instead of aggregating arrays of every value. `avg` is the
-/// exact mean rounded to 12 decimal places (the sum is widened first so the division cannot
-/// lose digits), trailing zeros trimmed.
+/// Buckets of `$4` (whole seconds, so bucket arithmetic is absolute whatever the session time
+/// zone) aligned to UTC (`date_bin` from 2000-01-01T00:00Z, a midnight), over [`$5`, `$6`).
+///
+/// - `span`: the first and last reading in range, two primary-key probes; no readings, no buckets.
+/// - `buckets`: one primary-key range scan per bucket between them, aggregated on its own. The
+///   readings arrive in key order, so nothing is sorted (grouping all readings by `date_bin`
+///   sorted them, and the sort spilled to disk at the default `work_mem` on a week of 10 s data);
+///   an empty bucket costs one index descent.
+/// - `first`/`last` are the values at each bucket's earliest/latest time, fetched by two
+///   primary-key probes per bucket instead of aggregating arrays of every value.
+/// - `avg` is the exact mean rounded to 12 decimal places (the sum is widened first so the
+///   division cannot lose digits), trailing zeros trimmed.
 pub const ROLLUP: Sql = Sql::idempotent(
     "WITH device AS (
          SELECT id FROM devices WHERE id = $1 AND owner_id = $2
      ),
-     buckets AS (
-         SELECT date_bin($4::interval, r.recorded_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS t,
-                count(*) AS n, min(r.value) AS min, max(r.value) AS max, sum(r.value) AS sum,
-                min(r.recorded_at) AS first_at, max(r.recorded_at) AS last_at
+     span AS (
+         SELECT (SELECT min(r.recorded_at) FROM sensor_readings r
+                 WHERE r.device_id = device.id AND r.metric = $3
+                   AND r.recorded_at >= $5 AND r.recorded_at < $6) AS first_at,
+                (SELECT max(r.recorded_at) FROM sensor_readings r
+                 WHERE r.device_id = device.id AND r.metric = $3
+                   AND r.recorded_at >= $5 AND r.recorded_at < $6) AS last_at
          FROM device
-         JOIN sensor_readings r
-           ON r.device_id = device.id AND r.metric = $3
-          AND r.recorded_at >= $5 AND r.recorded_at < $6
-         GROUP BY 1
+     ),
+     buckets AS (
+         SELECT g.t, a.n, a.min, a.max, a.sum, a.first_at, a.last_at
+         FROM device
+         CROSS JOIN span
+         CROSS JOIN generate_series(
+             date_bin($4::interval, span.first_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+             span.last_at, $4::interval) AS g(t)
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS n, min(r.value) AS min, max(r.value) AS max, sum(r.value) AS sum,
+                    min(r.recorded_at) AS first_at, max(r.recorded_at) AS last_at
+             FROM sensor_readings r
+             WHERE r.device_id = device.id AND r.metric = $3
+               AND r.recorded_at >= greatest(g.t, $5)
+               AND r.recorded_at < least(g.t + $4::interval, $6)
+         ) a
+         WHERE a.n > 0
      )
      SELECT device.id, b.t, b.n, b.min::text, b.max::text,
             trim_scale(round(b.sum::numeric(1000, 40) / b.n, 12))::text, b.sum::text,
