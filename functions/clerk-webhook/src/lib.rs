@@ -332,4 +332,37 @@ mod tests {
                 .is_err()
         );
     }
+
+    /// Found by the webhook_payload fuzz target (before the fix, 179568600000022222 ms, past
+    /// what chrono can hold, became 1970-01-01 and was stored as the user's version).
+    #[test]
+    fn times_postgres_cannot_store_are_malformed() {
+        for (kind, data) in [
+            (
+                "user.updated",
+                r#"{"id": "user_x", "updated_at": 179568600000022222}"#,
+            ),
+            (
+                "user.updated",
+                r#"{"id": "user_x", "updated_at": 253402300800000}"#,
+            ),
+            (
+                "user.created",
+                r#"{"id": "user_x", "updated_at": -377000000000000}"#,
+            ),
+        ] {
+            let body = format!(r#"{{"type": "{kind}", "data": {data}}}"#);
+            let error = super::parse_event(body.as_bytes()).unwrap_err();
+            assert_eq!(error.status(), 400, "{body}");
+        }
+        let deletion = r#"{"type": "user.deleted", "timestamp": 179568600000022222, "data": {"id": "user_x"}}"#;
+        assert!(super::parse_event(deletion.as_bytes()).is_err());
+        // The edges of the range are fine.
+        for ms in [-62_167_219_200_000i64, 253_402_300_799_999] {
+            let body = format!(
+                r#"{{"type": "user.updated", "data": {{"id": "user_x", "updated_at": {ms}}}}}"#
+            );
+            assert!(super::parse_event(body.as_bytes()).is_ok(), "{ms}");
+        }
+    }
 }
