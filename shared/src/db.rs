@@ -26,34 +26,40 @@ use crate::config::Secret;
 
 /// A statement and whether running it twice is harmless.
 ///
-/// Keep these as constants in each function's `sql.rs`, so the retry decision sits beside the SQL
-/// it is about.
+/// Each function's `sql.rs` keeps its statements as constants beside the typed function that
+/// runs them, so the retry decision sits next to the SQL it is about.
 #[derive(Debug, Clone, Copy)]
 pub struct Sql {
     text: &'static str,
-    idempotent: bool,
+    idempotence: Idempotence,
 }
 
 impl Sql {
     /// Reads, and writes whose repetition changes nothing (`ON CONFLICT DO NOTHING`, upserts
-    /// guarded by a version, deletes): retried once on a fresh connection if the first died.
+    /// guarded by a version): retried once on a fresh connection if the first died.
     pub const fn idempotent(text: &'static str) -> Self {
         Self {
             text,
-            idempotent: true,
+            idempotence: Idempotence::Idempotent,
         }
     }
 
-    /// Writes that must not happen twice: never retried, a dead connection is a `503`.
+    /// Writes that must not happen twice, and writes whose answer would change if repeated (a
+    /// delete: run again after a lost reply it finds nothing and the caller would answer `404`
+    /// for a delete that succeeded): never retried, a dead connection is a `503`.
     pub const fn once(text: &'static str) -> Self {
         Self {
             text,
-            idempotent: false,
+            idempotence: Idempotence::Once,
         }
     }
 
     pub const fn text(&self) -> &'static str {
         self.text
+    }
+
+    pub const fn idempotence(&self) -> Idempotence {
+        self.idempotence
     }
 }
 
@@ -305,8 +311,8 @@ impl Db {
                 }
                 Ok(Err(error)) => {
                     self.discard(&live).await;
-                    tracing::warn!(%error, attempt, idempotent = sql.idempotent, "database connection failed");
-                    if !sql.idempotent || attempt > 1 {
+                    tracing::warn!(%error, attempt, idempotence = ?sql.idempotence, "database connection failed");
+                    if sql.idempotence == Idempotence::Once || attempt > 1 {
                         return Err(DbError::Unavailable(error.to_string()));
                     }
                 }

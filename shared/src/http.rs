@@ -1,18 +1,15 @@
 //! JSON responses, the one error type (it knows its status), body limits and path routing.
+//! Lists and their cursors are in [`crate::paging`].
 
 use std::borrow::Cow;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use uuid::Uuid;
 
 use crate::db::DbError;
-use crate::domain::in_rfc3339_range;
+use crate::domain::Invalid;
 
 pub type Response = lambda_http::Response<Body>;
 
@@ -51,6 +48,14 @@ impl ApiError {
             "unauthorized",
             "missing or invalid credentials",
         )
+    }
+
+    /// A query parameter that does not parse; `field` names it.
+    pub fn bad_query(field: &str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::bad_request(message)
+        }
     }
 
     pub fn not_found() -> Self {
@@ -146,6 +151,13 @@ impl ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
+    }
+}
+
+impl Invalid {
+    /// The `422` naming `field`.
+    pub fn at(self, field: impl Into<String>) -> ApiError {
+        ApiError::validation(field, self.0)
     }
 }
 
@@ -309,78 +321,6 @@ pub fn query_param(req: &Request, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `limit`: absent → `default`; not a whole number → `400`; outside 1..=`max` → `422`.
-pub fn limit(req: &Request, default: i64, max: i64) -> Result<i64, ApiError> {
-    let Some(text) = query_param(req, "limit") else {
-        return Ok(default);
-    };
-    let value: i64 = text.parse().map_err(|_| {
-        let mut error = ApiError::bad_request("limit must be a whole number");
-        error.field = Some("limit".into());
-        error
-    })?;
-    if !(1..=max).contains(&value) {
-        return Err(ApiError::validation(
-            "limit",
-            format!("limit must be between 1 and {max}"),
-        ));
-    }
-    Ok(value)
-}
-
-/// A `400` about one query parameter that does not parse.
-pub fn bad_query(field: &str, message: impl Into<Cow<'static, str>>) -> ApiError {
-    let mut error = ApiError::bad_request(message);
-    error.field = Some(field.into());
-    error
-}
-
-/// An opaque keyset position for lists ordered by (time, id), newest first:
-/// base64url of the time in microseconds and the id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub at: DateTime<Utc>,
-    pub id: Uuid,
-}
-
-impl Cursor {
-    /// Where a list starts when no cursor is given: after everything.
-    pub fn start() -> Self {
-        Self {
-            // 9999-12-31T23:59:59Z: later than anything stored, and representable in Postgres.
-            at: DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default(),
-            id: Uuid::max(),
-        }
-    }
-
-    pub fn encode(&self) -> String {
-        let mut bytes = [0u8; 24];
-        bytes[..8].copy_from_slice(&self.at.timestamp_micros().to_be_bytes());
-        bytes[8..].copy_from_slice(self.id.as_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    /// The `cursor` parameter of a request: absent → [`Cursor::start`], garbage → `400`.
-    pub fn from_request(req: &Request) -> Result<Self, ApiError> {
-        match query_param(req, "cursor") {
-            None => Ok(Self::start()),
-            Some(text) => Self::decode(&text)
-                .ok_or_else(|| bad_query("cursor", "cursor is not one this API gave out")),
-        }
-    }
-
-    fn decode(text: &str) -> Option<Self> {
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        let bytes: [u8; 24] = bytes.try_into().ok()?;
-        let micros = i64::from_be_bytes(bytes[..8].try_into().ok()?);
-        let at = DateTime::from_timestamp_micros(micros).filter(|&t| in_rfc3339_range(t))?;
-        Some(Self {
-            at,
-            id: Uuid::from_slice(&bytes[8..]).ok()?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,28 +368,6 @@ mod tests {
         let error: ApiError = DbError::Unavailable("host db.internal:5432 refused".into()).into();
         let body = body_json(&error.into_response());
         assert!(!body.to_string().contains("db.internal"));
-    }
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let cursor = Cursor {
-            at: DateTime::from_timestamp_micros(1_795_687_200_123_456).unwrap(),
-            id: Uuid::new_v4(),
-        };
-        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
-        assert_eq!(
-            Cursor::decode(&Cursor::start().encode()),
-            Some(Cursor::start())
-        );
-        for bad in [
-            "",
-            "abc",
-            "!!!!",
-            &"A".repeat(33),
-            &URL_SAFE_NO_PAD.encode([0u8; 23]),
-        ] {
-            assert_eq!(Cursor::decode(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod migrate;
+pub mod paging;
 pub mod users;
 
 /// Process start-up for every binary: the TLS crypto provider, then logging (JSON when Lambda's

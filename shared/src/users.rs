@@ -31,7 +31,7 @@ const INSERT_PLACEHOLDER: Sql = Sql::idempotent(
 const DROP_IF_TOMBSTONED: Sql = Sql::idempotent(
     r#"WITH tombstone AS (SELECT 1 FROM user_tombstones WHERE id = $1),
             dropped AS (DELETE FROM "user" WHERE id = $1 AND EXISTS (SELECT 1 FROM tombstone))
-       SELECT EXISTS (SELECT 1 FROM tombstone)"#,
+       SELECT EXISTS (SELECT 1 FROM tombstone) AS tombstoned"#,
 );
 
 /// Makes sure a signed-in user has a row, unless they were deleted.
@@ -49,7 +49,7 @@ pub async fn drop_if_tombstoned(tx: &Tx, user_id: &str) -> Result<UserState, DbE
     let deleted: bool = tx
         .query_typed_one(&DROP_IF_TOMBSTONED, &[(&user_id, Type::TEXT)])
         .await?
-        .get(0);
+        .try_get("tombstoned")?;
     Ok(if deleted {
         UserState::Deleted
     } else {

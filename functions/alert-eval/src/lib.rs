@@ -49,19 +49,12 @@ pub struct Summary {
 /// event's content does not matter, the pass always evaluates "now".
 pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary, DbError> {
     let started = Instant::now();
-    let offline_after = state.offline_after.as_secs_f64();
-    let row = state
-        .db
-        .query_typed_one(
-            &sql::EVALUATE,
-            &[(&offline_after, tokio_postgres::types::Type::FLOAT8)],
-        )
-        .await?;
+    let evaluated = sql::evaluate(&state.db, state.offline_after).await?;
     let summary = Summary {
-        rules_evaluated: row.get(0),
-        fired: row.get(1),
-        resolved: row.get(2),
-        devices_offline: row.get(3),
+        rules_evaluated: evaluated.rules_evaluated,
+        fired: evaluated.fired,
+        resolved: evaluated.resolved,
+        devices_offline: evaluated.devices_offline,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     tracing::info!(

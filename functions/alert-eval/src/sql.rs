@@ -1,6 +1,9 @@
 //! The evaluation pass: one statement over all rules.
 
-use shared::db::Sql;
+use std::time::Duration;
+
+use shared::db::{Db, DbError, Sql};
+use tokio_postgres::types::Type;
 
 /// Evaluates every rule, resolves, fires and marks devices offline, and counts what it did.
 ///
@@ -17,7 +20,7 @@ use shared::db::Sql;
 /// - `offline`: online devices not heard from for `$1` seconds.
 ///
 /// Safe to repeat: a second pass over the same data changes nothing.
-pub const EVALUATE: Sql = Sql::idempotent(
+const EVALUATE: Sql = Sql::idempotent(
     "WITH evaluation AS (
          SELECT r.id AS rule_id, r.device_id, d.owner_id, r.metric, latest.value,
                 CASE
@@ -75,8 +78,29 @@ pub const EVALUATE: Sql = Sql::idempotent(
          WHERE status = 'online' AND last_seen_at < now() - make_interval(secs => $1)
          RETURNING id
      )
-     SELECT (SELECT count(*) FROM evaluation),
-            (SELECT count(*) FROM fired),
-            (SELECT count(*) FROM resolved),
-            (SELECT count(*) FROM offline)",
+     SELECT (SELECT count(*) FROM evaluation) AS rules_evaluated,
+            (SELECT count(*) FROM fired) AS fired,
+            (SELECT count(*) FROM resolved) AS resolved,
+            (SELECT count(*) FROM offline) AS devices_offline",
 );
+
+/// What one pass changed.
+pub struct Evaluated {
+    pub rules_evaluated: i64,
+    pub fired: i64,
+    pub resolved: i64,
+    pub devices_offline: i64,
+}
+
+/// One pass; devices not heard from for `offline_after` go offline.
+pub async fn evaluate(db: &Db, offline_after: Duration) -> Result<Evaluated, DbError> {
+    let row = db
+        .query_typed_one(&EVALUATE, &[(&offline_after.as_secs_f64(), Type::FLOAT8)])
+        .await?;
+    Ok(Evaluated {
+        rules_evaluated: row.try_get("rules_evaluated")?,
+        fired: row.try_get("fired")?,
+        resolved: row.try_get("resolved")?,
+        devices_offline: row.try_get("devices_offline")?,
+    })
+}

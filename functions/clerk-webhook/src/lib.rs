@@ -18,7 +18,6 @@ use shared::db::{Db, DbError, Idempotence};
 use shared::domain::in_rfc3339_range;
 use shared::http::{self, ApiError, Response};
 use shared::users::{self, UserState};
-use tokio_postgres::types::Type;
 
 /// Clerk user events are a few KiB; anything this large is not one.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -50,11 +49,7 @@ pub const ROUTES: &http::Routes = &[("/webhooks/clerk", "POST")];
 
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
 pub async fn handle(state: &State, req: Request) -> Response {
-    let result = match http::route(ROUTES, &req) {
-        Ok(_) => receive(state, &req).await,
-        Err(error) => Err(error),
-    };
-    http::respond(result)
+    http::respond(receive(state, &req).await)
 }
 
 /// The envelope of every Clerk event.
@@ -140,6 +135,7 @@ fn optional_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 }
 
 async fn receive(state: &State, req: &Request) -> Result<Response, ApiError> {
+    http::route(ROUTES, req)?;
     let body = http::body_bytes(req);
     if body.len() > BODY_LIMIT {
         return Err(ApiError::payload_too_large(BODY_LIMIT));
@@ -210,24 +206,10 @@ async fn upsert(db: &Db, user: &ClerkUser) -> Result<Outcome, DbError> {
             .map(|address| address.email_address.as_str())
     });
     db.transaction(Idempotence::Idempotent, |tx| async move {
-        let changed = tx
-            .execute_typed(
-                &sql::UPSERT_USER,
-                &[
-                    (&user.id, Type::TEXT),
-                    (&email, Type::TEXT),
-                    (&user.first_name, Type::TEXT),
-                    (&user.last_name, Type::TEXT),
-                    (&user.image_url, Type::TEXT),
-                    (&user.updated_at, Type::TIMESTAMPTZ),
-                ],
-            )
-            .await?;
+        let changed = sql::upsert_user(&tx, user, email).await?;
         Ok(match users::drop_if_tombstoned(&tx, &user.id).await? {
             UserState::Deleted => Outcome::Ignored,
-            UserState::Active => Outcome::Applied {
-                changed: changed > 0,
-            },
+            UserState::Active => Outcome::Applied { changed },
         })
     })
     .await
@@ -235,15 +217,8 @@ async fn upsert(db: &Db, user: &ClerkUser) -> Result<Outcome, DbError> {
 
 async fn delete(db: &Db, user_id: &str, at: DateTime<Utc>) -> Result<Outcome, DbError> {
     db.transaction(Idempotence::Idempotent, |tx| async move {
-        let new_tombstone: bool = tx
-            .query_typed_one(
-                &sql::TOMBSTONE_AND_LOCK_USER,
-                &[(&user_id, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
-            )
-            .await?
-            .get(0);
-        tx.execute_typed(&sql::DELETE_USER, &[(&user_id, Type::TEXT)])
-            .await?;
+        let new_tombstone = sql::tombstone_and_lock_user(&tx, user_id, at).await?;
+        sql::delete_user(&tx, user_id).await?;
         Ok(Outcome::Applied {
             changed: new_tombstone,
         })

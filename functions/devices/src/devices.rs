@@ -4,12 +4,11 @@ use chrono::{DateTime, Utc};
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::domain::{DeviceKey, DeviceName};
-use shared::http::{self, ApiError, Cursor, Response};
-use tokio_postgres::Row;
-use tokio_postgres::types::Type;
+use shared::http::{self, ApiError, Response};
+use shared::paging::{Page, PageRequest, TimeId};
 use uuid::Uuid;
 
-use crate::{BODY_LIMIT, Ctx, Page, sql};
+use crate::{BODY_LIMIT, Ctx, sql};
 
 #[derive(Serialize)]
 pub struct Device {
@@ -18,18 +17,6 @@ pub struct Device {
     pub status: String,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
-}
-
-impl Device {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get(0),
-            name: row.get(1),
-            status: row.get(2),
-            last_seen_at: row.get(3),
-            created_at: row.get(4),
-        }
-    }
 }
 
 /// The body of `POST /v1/devices` and `PATCH /v1/devices/{id}`.
@@ -59,43 +46,19 @@ pub async fn create(ctx: Ctx<'_>) -> Result<Response, ApiError> {
     }
     let name = parse_name(ctx.req)?;
     let key = DeviceKey::generate();
-    let hash = key.hash().to_vec();
-    let row = ctx
-        .db
-        .query_typed_one(
-            &sql::CREATE_DEVICE,
-            &[
-                (&ctx.caller.as_str(), Type::TEXT),
-                (&name.as_str(), Type::TEXT),
-                (&hash, Type::BYTEA),
-            ],
-        )
-        .await?;
+    let device = sql::create_device(ctx.db, ctx.caller, &name, &key.hash()).await?;
+    tracing::info!(device_id = %device.id, "device created");
     let created = Created {
-        device: Device::from_row(&row),
+        device,
         device_key: key.reveal().to_owned(),
     };
-    tracing::info!(device_id = %created.device.id, "device created");
     Ok(http::json(StatusCode::CREATED, &created))
 }
 
 pub async fn list(ctx: Ctx<'_>) -> Result<Response, ApiError> {
-    let limit = http::limit(ctx.req, 50, 200)?;
-    let cursor = Cursor::from_request(ctx.req)?;
-    let rows = ctx
-        .db
-        .query_typed(
-            &sql::LIST_DEVICES,
-            &[
-                (&ctx.caller.as_str(), Type::TEXT),
-                (&cursor.at, Type::TIMESTAMPTZ),
-                (&cursor.id, Type::UUID),
-                (&(limit + 1), Type::INT8),
-            ],
-        )
-        .await?;
-    let devices = rows.iter().map(Device::from_row).collect();
-    let page = Page::new(devices, limit, |d: &Device| Cursor {
+    let page = PageRequest::from_request(ctx.req, 50, 200)?;
+    let devices = sql::list_devices(ctx.db, ctx.caller, &page).await?;
+    let page = Page::new(devices, page.limit, |d: &Device| TimeId {
         at: d.created_at,
         id: d.id,
     });
@@ -103,43 +66,22 @@ pub async fn list(ctx: Ctx<'_>) -> Result<Response, ApiError> {
 }
 
 pub async fn get(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
-    let row = ctx
-        .db
-        .query_typed_opt(
-            &sql::GET_DEVICE,
-            &[(&id, Type::UUID), (&ctx.caller.as_str(), Type::TEXT)],
-        )
+    let device = sql::get_device(ctx.db, ctx.caller, id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(http::json(StatusCode::OK, &Device::from_row(&row)))
+    Ok(http::json(StatusCode::OK, &device))
 }
 
 pub async fn rename(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
     let name = parse_name(ctx.req)?;
-    let row = ctx
-        .db
-        .query_typed_opt(
-            &sql::RENAME_DEVICE,
-            &[
-                (&id, Type::UUID),
-                (&ctx.caller.as_str(), Type::TEXT),
-                (&name.as_str(), Type::TEXT),
-            ],
-        )
+    let device = sql::rename_device(ctx.db, ctx.caller, id, &name)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(http::json(StatusCode::OK, &Device::from_row(&row)))
+    Ok(http::json(StatusCode::OK, &device))
 }
 
 pub async fn delete(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
-    let deleted = ctx
-        .db
-        .execute_typed(
-            &sql::DELETE_DEVICE,
-            &[(&id, Type::UUID), (&ctx.caller.as_str(), Type::TEXT)],
-        )
-        .await?;
-    if deleted == 0 {
+    if !sql::delete_device(ctx.db, ctx.caller, id).await? {
         return Err(ApiError::not_found());
     }
     tracing::info!(device_id = %id, "device deleted");

@@ -94,22 +94,3 @@ struct Ctx<'a> {
 fn path_id(segment: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(segment).map_err(|_| ApiError::not_found())
 }
-
-/// `{"items": [...], "next_cursor": ...}`.
-#[derive(serde::Serialize)]
-struct Page<T> {
-    items: Vec<T>,
-    next_cursor: Option<String>,
-}
-
-impl<T> Page<T> {
-    /// `rows` holds up to `limit + 1` items; the extra one only says another page follows.
-    fn new(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> http::Cursor) -> Self {
-        let more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| items.last().map(|last| cursor_of(last).encode()))
-            .flatten();
-        Self { items, next_cursor }
-    }
-}

@@ -8,45 +8,42 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use shared::domain::{Comparator, DecimalValue, ForSeconds, Metric};
 use shared::http::{self, ApiError, Response};
-use tokio_postgres::Row;
+use shared::paging::{Page, PageRequest, TimeId};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::{BODY_LIMIT, Ctx, sql};
 
 #[derive(Serialize)]
-struct Rule {
-    id: Uuid,
-    device_id: Uuid,
-    metric: String,
-    comparator: String,
-    threshold: String,
-    for_seconds: i32,
-    clear_threshold: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+pub struct Rule {
+    pub id: Uuid,
+    pub device_id: Uuid,
+    pub metric: String,
+    pub comparator: String,
+    pub threshold: String,
+    pub for_seconds: i32,
+    pub clear_threshold: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
-impl Rule {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get(0),
-            device_id: row.get(1),
-            metric: row.get(2),
-            comparator: row.get(3),
-            threshold: row.get(4),
-            for_seconds: row.get(5),
-            clear_threshold: row.get(6),
-            created_at: row.get(7),
-            updated_at: row.get(8),
-        }
-    }
+/// A rule to create, every field checked.
+pub struct NewRule {
+    pub metric: Metric,
+    pub comparator: Comparator,
+    pub threshold: Decimal,
+    pub for_seconds: ForSeconds,
+    pub clear_threshold: Option<Decimal>,
 }
 
-#[derive(Serialize)]
-struct Items {
-    items: Vec<Rule>,
+/// The fields a `PATCH` changes, each parsed; `None` where the body did not give it.
+/// `clear_threshold: Some(None)` removes the hysteresis.
+pub struct RuleChange {
+    pub metric: Option<Metric>,
+    pub comparator: Option<Comparator>,
+    pub threshold: Option<Decimal>,
+    pub for_seconds: Option<ForSeconds>,
+    pub clear_threshold: Option<Option<Decimal>>,
 }
 
 /// A rule body as sent: every field optional here, required ones are checked by the route.
@@ -74,16 +71,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
-/// The fields of a body, each parsed; `None` where the body did not give it.
-struct RuleFields {
-    metric: Option<Metric>,
-    comparator: Option<Comparator>,
-    threshold: Option<Decimal>,
-    for_seconds: Option<ForSeconds>,
-    clear_threshold: Option<Option<Decimal>>,
-}
-
-impl RuleFields {
+impl RuleChange {
     /// Checks the fields in the order of the contract; the first bad one is the `422`.
     fn parse(req: &lambda_http::Request) -> Result<Self, ApiError> {
         let body: RuleBody = http::json_body(req, BODY_LIMIT)?;
@@ -145,116 +133,65 @@ fn clear_side_error(error: &shared::db::DbError) -> Option<ApiError> {
     })
 }
 
-pub async fn create(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError> {
-    let fields = RuleFields::parse(ctx.req)?;
-    let metric = required(fields.metric, "metric")?;
-    let comparator = required(fields.comparator, "comparator")?;
-    let threshold = required(fields.threshold, "threshold")?;
-    let for_seconds = fields.for_seconds.unwrap_or_default();
-    let clear_threshold = fields.clear_threshold.flatten();
-    if let Some(clear) = clear_threshold {
-        comparator
-            .check_clear_threshold(threshold, clear)
-            .map_err(|e| e.at("clear_threshold"))?;
+impl NewRule {
+    /// A `POST` body: the required fields present, the clear threshold on the right side.
+    fn parse(req: &lambda_http::Request) -> Result<Self, ApiError> {
+        let fields = RuleChange::parse(req)?;
+        let new = Self {
+            metric: required(fields.metric, "metric")?,
+            comparator: required(fields.comparator, "comparator")?,
+            threshold: required(fields.threshold, "threshold")?,
+            for_seconds: fields.for_seconds.unwrap_or_default(),
+            clear_threshold: fields.clear_threshold.flatten(),
+        };
+        if let Some(clear) = new.clear_threshold {
+            new.comparator
+                .check_clear_threshold(new.threshold, clear)
+                .map_err(|e| e.at("clear_threshold"))?;
+        }
+        Ok(new)
     }
-    let row = ctx
-        .db
-        .query_typed_opt(
-            &sql::CREATE_RULE,
-            &[
-                (&device_id, Type::UUID),
-                (&ctx.caller.as_str(), Type::TEXT),
-                (&metric.as_str(), Type::TEXT),
-                (&comparator.as_str(), Type::TEXT),
-                (&threshold, Type::NUMERIC),
-                (&for_seconds.get(), Type::INT4),
-                (&clear_threshold, Type::NUMERIC),
-            ],
-        )
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(http::json(StatusCode::CREATED, &Rule::from_row(&row)))
 }
 
+pub async fn create(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError> {
+    let new = NewRule::parse(ctx.req)?;
+    let rule = sql::create_rule(ctx.db, ctx.caller, device_id, &new)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(http::json(StatusCode::CREATED, &rule))
+}
+
+/// Newest first, paged like every list.
 pub async fn list(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError> {
-    let rows = ctx
-        .db
-        .query_typed(
-            &sql::LIST_RULES,
-            &[(&device_id, Type::UUID), (&ctx.caller.as_str(), Type::TEXT)],
-        )
-        .await?;
-    if rows.is_empty() {
-        return Err(ApiError::not_found());
-    }
-    let items: Vec<Rule> = rows
-        .iter()
-        .filter(|row| row.get::<_, Option<Uuid>>(0).is_some())
-        .map(Rule::from_row)
-        .collect();
-    Ok(http::json(StatusCode::OK, &Items { items }))
+    let page = PageRequest::from_request(ctx.req, 50, 200)?;
+    let rules = sql::list_rules(ctx.db, ctx.caller, device_id, &page)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let page = Page::new(rules, page.limit, |r: &Rule| TimeId {
+        at: r.created_at,
+        id: r.id,
+    });
+    Ok(http::json(StatusCode::OK, &page))
 }
 
 pub async fn get(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Response, ApiError> {
-    let row = ctx
-        .db
-        .query_typed_opt(
-            &sql::GET_RULE,
-            &[
-                (&rule_id, Type::UUID),
-                (&device_id, Type::UUID),
-                (&ctx.caller.as_str(), Type::TEXT),
-            ],
-        )
+    let rule = sql::get_rule(ctx.db, ctx.caller, device_id, rule_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(http::json(StatusCode::OK, &Rule::from_row(&row)))
+    Ok(http::json(StatusCode::OK, &rule))
 }
 
 pub async fn update(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Response, ApiError> {
-    let fields = RuleFields::parse(ctx.req)?;
-    let metric = fields.metric.as_ref().map(Metric::as_str);
-    let comparator = fields.comparator.map(Comparator::as_str);
-    let for_seconds = fields.for_seconds.map(ForSeconds::get);
-    let clear_given = fields.clear_threshold.is_some();
-    let clear_threshold = fields.clear_threshold.flatten();
-    let result = ctx
-        .db
-        .query_typed_opt(
-            &sql::UPDATE_RULE,
-            &[
-                (&rule_id, Type::UUID),
-                (&device_id, Type::UUID),
-                (&ctx.caller.as_str(), Type::TEXT),
-                (&metric, Type::TEXT),
-                (&comparator, Type::TEXT),
-                (&fields.threshold, Type::NUMERIC),
-                (&for_seconds, Type::INT4),
-                (&clear_given, Type::BOOL),
-                (&clear_threshold, Type::NUMERIC),
-            ],
-        )
-        .await;
-    let row = match result {
-        Ok(row) => row.ok_or_else(ApiError::not_found)?,
-        Err(error) => return Err(clear_side_error(&error).unwrap_or_else(|| error.into())),
-    };
-    Ok(http::json(StatusCode::OK, &Rule::from_row(&row)))
+    let change = RuleChange::parse(ctx.req)?;
+    let rule = sql::update_rule(ctx.db, ctx.caller, device_id, rule_id, &change)
+        .await
+        .map_err(|error| clear_side_error(&error).unwrap_or_else(|| error.into()))?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(http::json(StatusCode::OK, &rule))
 }
 
 pub async fn delete(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Response, ApiError> {
-    let deleted = ctx
-        .db
-        .execute_typed(
-            &sql::DELETE_RULE,
-            &[
-                (&rule_id, Type::UUID),
-                (&device_id, Type::UUID),
-                (&ctx.caller.as_str(), Type::TEXT),
-            ],
-        )
-        .await?;
-    if deleted == 0 {
+    if !sql::delete_rule(ctx.db, ctx.caller, device_id, rule_id).await? {
         return Err(ApiError::not_found());
     }
     Ok(http::no_content())

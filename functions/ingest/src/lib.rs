@@ -19,7 +19,6 @@ use shared::config::Config;
 use shared::db::{Db, DbError};
 use shared::domain::{DecimalValue, DeviceKey, Metric, whole_micros};
 use shared::http::{self, ApiError, Response};
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 /// At most 1 MiB of body and 1000 readings per request.
@@ -46,11 +45,7 @@ pub const ROUTES: &http::Routes = &[("/v1/ingest", "POST")];
 
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = req.uri().path()))]
 pub async fn handle(state: &State, req: Request) -> Response {
-    let result = match http::route(ROUTES, &req) {
-        Ok(_) => ingest(state, &req).await,
-        Err(error) => Err(error),
-    };
-    http::respond(result)
+    http::respond(ingest(state, &req).await)
 }
 
 /// One reading, validated; `recorded_at` is whole microseconds (what Postgres keeps).
@@ -77,6 +72,7 @@ pub struct Conflict {
 
 async fn ingest(state: &State, req: &Request) -> Result<Response, ApiError> {
     let started = Instant::now();
+    http::route(ROUTES, req)?;
     let key = req
         .headers()
         .get(lambda_http::http::header::AUTHORIZATION)
@@ -225,44 +221,18 @@ async fn store(
     key: &DeviceKey,
     readings: &[Reading],
 ) -> Result<(Uuid, Outcome), ApiError> {
-    let hash = key.hash().to_vec();
-    let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
-    let values: Vec<Decimal> = readings.iter().map(|r| r.value).collect();
-    let times: Vec<DateTime<Utc>> = readings.iter().map(|r| r.recorded_at).collect();
-    // Most batches hold each identity once and take the simpler statement.
-    let mut identities = std::collections::HashSet::with_capacity(readings.len());
-    let repeats = !readings
-        .iter()
-        .all(|r| identities.insert((r.metric.as_str(), r.recorded_at)));
-    let statement = if repeats {
-        &sql::INGEST_WITH_REPEATS
-    } else {
-        &sql::INGEST
-    };
-    let row = db
-        .query_typed_one(
-            statement,
-            &[
-                (&hash, Type::BYTEA),
-                (&metrics, Type::TEXT_ARRAY),
-                (&values, Type::NUMERIC_ARRAY),
-                (&times, Type::TIMESTAMPTZ_ARRAY),
-            ],
-        )
-        .await?;
-    let Some(device_id) = row.get::<_, Option<Uuid>>(0) else {
-        return Err(ApiError::unauthorized());
-    };
+    let stored = sql::ingest(db, &key.hash(), readings)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
     let mut outcome = Outcome {
-        accepted: row.get(1),
-        duplicates: row.get(2),
+        accepted: stored.accepted,
+        duplicates: stored.duplicates,
         conflicts: Vec::new(),
     };
-    let mut conflicts: Vec<i64> = row.get(3);
-    let unknown: Vec<i64> = row.get(4);
-    if !unknown.is_empty() {
+    let mut conflicts = stored.conflicts;
+    if !stored.unknown.is_empty() {
         let (duplicates, more_conflicts) =
-            resolve_unknown(db, device_id, readings, &unknown).await?;
+            resolve_unknown(db, stored.device_id, readings, &stored.unknown).await?;
         outcome.duplicates += duplicates;
         conflicts.extend(more_conflicts);
         conflicts.sort_unstable();
@@ -278,7 +248,7 @@ async fn store(
             })
         })
         .collect();
-    Ok((device_id, outcome))
+    Ok((stored.device_id, outcome))
 }
 
 /// Readings another request stored after this one's snapshot: compare with what is stored now.
@@ -292,35 +262,21 @@ async fn resolve_unknown(
         .iter()
         .filter_map(|&ord| Some((ord, readings.get(usize::try_from(ord - 1).ok()?)?)))
         .collect();
-    let metrics: Vec<&str> = picked.iter().map(|(_, r)| r.metric.as_str()).collect();
-    let values: Vec<Decimal> = picked.iter().map(|(_, r)| r.value).collect();
-    let times: Vec<DateTime<Utc>> = picked.iter().map(|(_, r)| r.recorded_at).collect();
-    let ords: Vec<i64> = picked.iter().map(|(ord, _)| *ord).collect();
-    let rows = db
-        .query_typed(
-            &sql::STORED_VALUES,
-            &[
-                (&device_id, Type::UUID),
-                (&metrics, Type::TEXT_ARRAY),
-                (&values, Type::NUMERIC_ARRAY),
-                (&times, Type::TIMESTAMPTZ_ARRAY),
-                (&ords, Type::INT8_ARRAY),
-            ],
-        )
-        .await?;
+    let verdicts = sql::stored_values(db, device_id, &picked).await?;
     let mut duplicates = 0;
     let mut conflicts = Vec::new();
-    for row in &rows {
-        if row.get::<_, bool>(1) {
+    for &(ord, same) in &verdicts {
+        if same {
             duplicates += 1;
         } else {
-            conflicts.push(row.get::<_, i64>(0));
+            conflicts.push(ord);
         }
     }
-    if rows.len() != ords.len() {
+    if verdicts.len() != picked.len() {
         // Stored a moment ago and gone now: the device was deleted meanwhile.
-        tracing::warn!(%device_id, missing = ords.len() - rows.len(), "readings vanished during ingest");
-        duplicates += (ords.len() - rows.len()) as i64;
+        let missing = picked.len() - verdicts.len();
+        tracing::warn!(%device_id, missing, "readings vanished during ingest");
+        duplicates += missing as i64;
     }
     Ok((duplicates, conflicts))
 }

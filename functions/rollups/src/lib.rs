@@ -5,7 +5,7 @@ pub mod sql;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
 use serde::Serialize;
@@ -14,8 +14,7 @@ use shared::config::Config;
 use shared::db::Db;
 use shared::domain::{Metric, in_rfc3339_range, whole_micros};
 use shared::http::{self, ApiError, Response};
-use tokio_postgres::Row;
-use tokio_postgres::types::Type;
+use shared::paging::{self, Cursor, Page, PageRequest};
 use uuid::Uuid;
 
 /// More buckets than this in one answer is `422`.
@@ -57,7 +56,8 @@ async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
     match route {
         "/v1/devices/{id}/rollups" => rollups(&state.db, &caller, device, req).await,
         "/v1/devices/{id}/readings" => readings(&state.db, &caller, device, req).await,
-        _ => latest(&state.db, &caller, device).await,
+        "/v1/devices/{id}/latest" => latest(&state.db, &caller, device).await,
+        _ => Err(ApiError::internal()),
     }
 }
 
@@ -115,10 +115,6 @@ impl Bucket {
         let first = from.timestamp_micros().div_euclid(size);
         last - first + 1
     }
-
-    fn interval(self) -> String {
-        format!("{} seconds", self.seconds())
-    }
 }
 
 /// A time in a query parameter: RFC 3339 with offset (a `+` that arrived as a space is
@@ -138,7 +134,7 @@ fn time_param(req: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiErr
                 .and_then(DateTime::from_timestamp_millis)
         });
     let parsed = parsed.map(whole_micros).ok_or_else(|| {
-        http::bad_query(
+        ApiError::bad_query(
             name,
             format!("{name} is an RFC 3339 time with offset or Unix milliseconds"),
         )
@@ -168,20 +164,16 @@ fn metric_param(req: &Request) -> Result<Option<Metric>, ApiError> {
         .transpose()
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
 #[derive(Serialize)]
-struct Point {
-    t: String,
-    count: i64,
-    min: String,
-    max: String,
-    avg: String,
-    sum: String,
-    first: String,
-    last: String,
+pub struct Point {
+    pub t: DateTime<Utc>,
+    pub count: i64,
+    pub min: String,
+    pub max: String,
+    pub avg: String,
+    pub sum: String,
+    pub first: String,
+    pub last: String,
 }
 
 #[derive(Serialize)]
@@ -189,8 +181,8 @@ struct Rollup {
     device_id: Uuid,
     metric: String,
     bucket: &'static str,
-    from: String,
-    to: String,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
     points: Vec<Point>,
 }
 
@@ -215,96 +207,35 @@ async fn rollups(
             "the range needs more than 10000 buckets: use a larger bucket or a shorter range",
         ));
     }
-    let rows = db
-        .query_typed(
-            &sql::ROLLUP,
-            &[
-                (&device, Type::UUID),
-                (&caller.as_str(), Type::TEXT),
-                (&metric.as_str(), Type::TEXT),
-                (&bucket.interval(), Type::TEXT),
-                (&from, Type::TIMESTAMPTZ),
-                (&to, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await?;
-    if rows.is_empty() {
-        return Err(ApiError::not_found());
-    }
-    let points = rows
-        .iter()
-        .filter(|row| row.get::<_, Option<DateTime<Utc>>>(1).is_some())
-        .map(|row| Point {
-            t: rfc3339(row.get(1)),
-            count: row.get(2),
-            min: row.get(3),
-            max: row.get(4),
-            avg: row.get(5),
-            sum: row.get(6),
-            first: row.get(7),
-            last: row.get(8),
-        })
-        .collect();
-    Ok(http::json(
-        StatusCode::OK,
-        &Rollup {
-            device_id: device,
-            metric: metric.into_string(),
-            bucket: bucket.name(),
-            from: rfc3339(from),
-            to: rfc3339(to),
-            points,
-        },
-    ))
+    let points = sql::rollup(db, caller, device, &metric, bucket, (from, to))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let rollup = Rollup {
+        device_id: device,
+        metric: metric.into_string(),
+        bucket: bucket.name(),
+        from,
+        to,
+        points,
+    };
+    Ok(http::json(StatusCode::OK, &rollup))
 }
 
 #[derive(Serialize)]
-struct Reading {
-    metric: String,
-    value: String,
-    recorded_at: String,
-}
-
-#[derive(Serialize)]
-struct ReadingPage {
-    items: Vec<Reading>,
-    next_cursor: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Latest {
-    metrics: Vec<Reading>,
-}
-
-/// Rows of (device id, metric, value, recorded_at); none: not your device; NULLs: nothing.
-fn readings_of(rows: &[Row]) -> Result<Vec<(Reading, DateTime<Utc>)>, ApiError> {
-    if rows.is_empty() {
-        return Err(ApiError::not_found());
-    }
-    Ok(rows
-        .iter()
-        .filter_map(|row| {
-            let metric: Option<String> = row.get(1);
-            let at: DateTime<Utc> = row.get::<_, Option<DateTime<Utc>>>(3)?;
-            Some((
-                Reading {
-                    metric: metric?,
-                    value: row.get(2),
-                    recorded_at: rfc3339(at),
-                },
-                at,
-            ))
-        })
-        .collect())
+pub struct Reading {
+    pub metric: String,
+    pub value: String,
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// The position after one reading in the oldest-first walk: its time and metric.
-struct ReadingCursor {
-    at: DateTime<Utc>,
-    metric: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadingCursor {
+    pub at: DateTime<Utc>,
+    pub metric: String,
 }
 
-impl ReadingCursor {
+impl Cursor for ReadingCursor {
     fn encode(&self) -> String {
         let mut bytes = self.at.timestamp_micros().to_be_bytes().to_vec();
         bytes.extend_from_slice(self.metric.as_bytes());
@@ -314,10 +245,12 @@ impl ReadingCursor {
     fn decode(text: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         let (micros, metric) = bytes.split_at_checked(8)?;
-        let micros = i64::from_be_bytes(micros.try_into().ok()?);
+        // Only a metric this API could have stored (a forged one may hold NUL, which Postgres
+        // refuses: that would be a 500).
+        let metric = Metric::parse(std::str::from_utf8(metric).ok()?).ok()?;
         Some(Self {
-            at: DateTime::from_timestamp_micros(micros).filter(|&t| in_rfc3339_range(t))?,
-            metric: String::from_utf8(metric.to_vec()).ok()?,
+            at: paging::micros_time(micros)?,
+            metric: metric.into_string(),
         })
     }
 }
@@ -329,81 +262,27 @@ async fn readings(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let metric = metric_param(req)?;
-    let limit = http::limit(req, 100, 1000)?;
+    let page = PageRequest::from_request(req, 100, 1000)?;
     let (from, to) = range(req)?;
-    let cursor = match http::query_param(req, "cursor") {
-        None => None,
-        Some(text) => Some(
-            ReadingCursor::decode(&text)
-                .ok_or_else(|| http::bad_query("cursor", "cursor is not one this API gave out"))?,
-        ),
-    };
-    // Without a cursor, start just before `from`.
-    let (after_at, after_metric) = match &cursor {
-        Some(c) => (c.at, c.metric.as_str()),
-        None => (from - TimeDelta::microseconds(1), ""),
-    };
-    let rows = match &metric {
-        Some(metric) => {
-            db.query_typed(
-                &sql::READINGS_OF_METRIC,
-                &[
-                    (&device, Type::UUID),
-                    (&caller.as_str(), Type::TEXT),
-                    (&metric.as_str(), Type::TEXT),
-                    (&after_at, Type::TIMESTAMPTZ),
-                    (&from, Type::TIMESTAMPTZ),
-                    (&to, Type::TIMESTAMPTZ),
-                    (&(limit + 1), Type::INT8),
-                ],
-            )
-            .await?
-        }
-        None => {
-            db.query_typed(
-                &sql::READINGS_OF_ALL,
-                &[
-                    (&device, Type::UUID),
-                    (&caller.as_str(), Type::TEXT),
-                    (&after_at, Type::TIMESTAMPTZ),
-                    (&after_metric, Type::TEXT),
-                    (&from, Type::TIMESTAMPTZ),
-                    (&to, Type::TIMESTAMPTZ),
-                    (&(limit + 1), Type::INT8),
-                ],
-            )
-            .await?
-        }
-    };
-    let mut items = readings_of(&rows)?;
-    let more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| {
-            items.last().map(|(reading, at)| {
-                ReadingCursor {
-                    at: *at,
-                    metric: reading.metric.clone(),
-                }
-                .encode()
-            })
-        })
-        .flatten();
-    let items: Vec<Reading> = items.into_iter().map(|(reading, _)| reading).collect();
-    Ok(http::json(
-        StatusCode::OK,
-        &ReadingPage { items, next_cursor },
-    ))
+    let query = sql::ReadingsQuery { metric, from, to };
+    let readings = sql::readings(db, caller, device, &query, &page)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let page = Page::new(readings, page.limit, |r: &Reading| ReadingCursor {
+        at: r.recorded_at,
+        metric: r.metric.clone(),
+    });
+    Ok(http::json(StatusCode::OK, &page))
 }
 
 async fn latest(db: &Db, caller: &UserId, device: Uuid) -> Result<Response, ApiError> {
-    let rows = db
-        .query_typed(
-            &sql::LATEST,
-            &[(&device, Type::UUID), (&caller.as_str(), Type::TEXT)],
-        )
-        .await?;
-    let metrics: Vec<Reading> = readings_of(&rows)?.into_iter().map(|(r, _)| r).collect();
+    #[derive(Serialize)]
+    struct Latest {
+        metrics: Vec<Reading>,
+    }
+    let metrics = sql::latest(db, caller, device)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(http::json(StatusCode::OK, &Latest { metrics }))
 }
 
@@ -468,5 +347,13 @@ mod tests {
         assert_eq!((back.at, back.metric.as_str()), (cursor.at, "env/temp:c"));
         assert!(ReadingCursor::decode("short").is_none());
         assert!(ReadingCursor::decode("!!").is_none());
+        let nul = ReadingCursor {
+            at: cursor.at,
+            metric: "a\0b".into(),
+        };
+        assert!(
+            ReadingCursor::decode(&nul.encode()).is_none(),
+            "NUL is no metric"
+        );
     }
 }

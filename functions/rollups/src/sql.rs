@@ -1,9 +1,19 @@
-//! The time-series SQL. Each statement starts from the caller's device (`owner_id`) and
-//! LEFT JOINs the readings: no row at all means "not your device" (`404`); a row of NULLs means
-//! "your device, nothing in range". Every readings access walks the primary key
+//! The time-series statements, each a typed function owning its SQL, parameters and row
+//! decoding. Each statement starts from the caller's device (`owner_id`) and LEFT JOINs the
+//! readings: no row at all means "not your device" (`None`, a `404`); a row of NULLs means "your
+//! device, nothing in range". Every readings access walks the primary key
 //! (device_id, metric, recorded_at). Decimals leave as text: exact, whatever their size.
 
-use shared::db::Sql;
+use chrono::{DateTime, Utc};
+use shared::auth::UserId;
+use shared::db::{Db, DbError, Sql};
+use shared::domain::Metric;
+use shared::paging::PageRequest;
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::{Bucket, Point, Reading, ReadingCursor};
 
 /// Buckets of `$4` (whole seconds, so bucket arithmetic is absolute whatever the session time
 /// zone) aligned to UTC (`date_bin` from 2000-01-01T00:00Z, a midnight), over [`$5`, `$6`).
@@ -47,20 +57,20 @@ pub const ROLLUP: Sql = Sql::idempotent(
          ) a
          WHERE a.n > 0
      )
-     SELECT device.id, b.t, b.n, b.min::text, b.max::text,
-            trim_scale(round(b.sum::numeric(1000, 40) / b.n, 12))::text, b.sum::text,
+     SELECT b.t, b.n AS count, b.min::text AS min, b.max::text AS max,
+            trim_scale(round(b.sum::numeric(1000, 40) / b.n, 12))::text AS avg, b.sum::text AS sum,
             (SELECT f.value::text FROM sensor_readings f
-             WHERE f.device_id = device.id AND f.metric = $3 AND f.recorded_at = b.first_at),
+             WHERE f.device_id = device.id AND f.metric = $3 AND f.recorded_at = b.first_at) AS first,
             (SELECT l.value::text FROM sensor_readings l
-             WHERE l.device_id = device.id AND l.metric = $3 AND l.recorded_at = b.last_at)
+             WHERE l.device_id = device.id AND l.metric = $3 AND l.recorded_at = b.last_at) AS last
      FROM device
      LEFT JOIN buckets b ON true
      ORDER BY b.t",
 );
 
 /// One metric's readings, oldest first, after the cursor time `$4`, within [`$5`, `$6`).
-pub const READINGS_OF_METRIC: Sql = Sql::idempotent(
-    "SELECT d.id, r.metric, r.value, r.recorded_at
+const READINGS_OF_METRIC: Sql = Sql::idempotent(
+    "SELECT r.metric, r.value, r.recorded_at
      FROM devices d
      LEFT JOIN LATERAL (
          SELECT metric, value::text AS value, recorded_at
@@ -76,8 +86,8 @@ pub const READINGS_OF_METRIC: Sql = Sql::idempotent(
 
 /// All metrics' readings, oldest first (ties by metric), after the cursor (`$3`, `$4`), within
 /// [`$5`, `$6`).
-pub const READINGS_OF_ALL: Sql = Sql::idempotent(
-    "SELECT d.id, r.metric, r.value, r.recorded_at
+const READINGS_OF_ALL: Sql = Sql::idempotent(
+    "SELECT r.metric, r.value, r.recorded_at
      FROM devices d
      LEFT JOIN LATERAL (
          SELECT metric, value::text AS value, recorded_at
@@ -95,7 +105,7 @@ pub const READINGS_OF_ALL: Sql = Sql::idempotent(
 /// the distinct metrics (one primary-key probe each), then one backwards probe per metric.
 /// (The walk uses `$1` directly; its rows only come out through the owner check on `d`.)
 pub const LATEST: Sql = Sql::idempotent(
-    "SELECT d.id, l.metric, l.value, l.recorded_at
+    "SELECT l.metric, l.value, l.recorded_at
      FROM devices d
      LEFT JOIN LATERAL (
          WITH RECURSIVE metrics AS (
@@ -120,3 +130,136 @@ pub const LATEST: Sql = Sql::idempotent(
      WHERE d.id = $1 AND d.owner_id = $2
      ORDER BY l.metric",
 );
+
+/// The points of one metric's rollup; `None` when the device is not the caller's.
+pub async fn rollup(
+    db: &Db,
+    owner: &UserId,
+    device: Uuid,
+    metric: &Metric,
+    bucket: Bucket,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Option<Vec<Point>>, DbError> {
+    let rows = db
+        .query_typed(
+            &ROLLUP,
+            &[
+                (&device, Type::UUID),
+                (&owner.as_str(), Type::TEXT),
+                (&metric.as_str(), Type::TEXT),
+                (&format!("{} seconds", bucket.seconds()), Type::TEXT),
+                (&from, Type::TIMESTAMPTZ),
+                (&to, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut points = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(t) = row.try_get("t")? else { continue };
+        points.push(Point {
+            t,
+            count: row.try_get("count")?,
+            min: row.try_get("min")?,
+            max: row.try_get("max")?,
+            avg: row.try_get("avg")?,
+            sum: row.try_get("sum")?,
+            first: row.try_get("first")?,
+            last: row.try_get("last")?,
+        });
+    }
+    Ok(Some(points))
+}
+
+/// Which readings a `/readings` request walks: one metric or all, within [from, to).
+pub struct ReadingsQuery {
+    pub metric: Option<Metric>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Up to `page.fetch()` readings, oldest first (ties by metric), after the page's cursor;
+/// `None` when the device is not the caller's.
+pub async fn readings(
+    db: &Db,
+    owner: &UserId,
+    device: Uuid,
+    query: &ReadingsQuery,
+    page: &PageRequest<ReadingCursor>,
+) -> Result<Option<Vec<Reading>>, DbError> {
+    // Without a cursor, start just before `from`.
+    let (after_at, after_metric) = match &page.after {
+        Some(c) => (c.at, c.metric.as_str()),
+        None => (query.from - chrono::TimeDelta::microseconds(1), ""),
+    };
+    let rows = match &query.metric {
+        Some(metric) => {
+            db.query_typed(
+                &READINGS_OF_METRIC,
+                &[
+                    (&device, Type::UUID),
+                    (&owner.as_str(), Type::TEXT),
+                    (&metric.as_str(), Type::TEXT),
+                    (&after_at, Type::TIMESTAMPTZ),
+                    (&query.from, Type::TIMESTAMPTZ),
+                    (&query.to, Type::TIMESTAMPTZ),
+                    (&page.fetch(), Type::INT8),
+                ],
+            )
+            .await?
+        }
+        None => {
+            db.query_typed(
+                &READINGS_OF_ALL,
+                &[
+                    (&device, Type::UUID),
+                    (&owner.as_str(), Type::TEXT),
+                    (&after_at, Type::TIMESTAMPTZ),
+                    (&after_metric, Type::TEXT),
+                    (&query.from, Type::TIMESTAMPTZ),
+                    (&query.to, Type::TIMESTAMPTZ),
+                    (&page.fetch(), Type::INT8),
+                ],
+            )
+            .await?
+        }
+    };
+    readings_of(&rows)
+}
+
+/// The newest reading of each metric, by metric name; `None` when the device is not the caller's.
+pub async fn latest(
+    db: &Db,
+    owner: &UserId,
+    device: Uuid,
+) -> Result<Option<Vec<Reading>>, DbError> {
+    let rows = db
+        .query_typed(
+            &LATEST,
+            &[(&device, Type::UUID), (&owner.as_str(), Type::TEXT)],
+        )
+        .await?;
+    readings_of(&rows)
+}
+
+/// Rows of (metric, value, recorded_at) behind the device check: none, not the caller's device;
+/// one of NULLs, nothing to show.
+fn readings_of(rows: &[Row]) -> Result<Option<Vec<Reading>>, DbError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut readings = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(metric) = row.try_get("metric")? else {
+            continue;
+        };
+        readings.push(Reading {
+            metric,
+            value: row.try_get("value")?,
+            recorded_at: row.try_get("recorded_at")?,
+        });
+    }
+    Ok(Some(readings))
+}

@@ -26,18 +26,14 @@ pub fn in_rfc3339_range(t: chrono::DateTime<chrono::Utc>) -> bool {
     (0..=9999).contains(&chrono::Datelike::year(&t))
 }
 
-/// Why a value was refused; becomes the `message` of a `422 validation_failed`.
+/// Why a value was refused; becomes the `message` of a `422 validation_failed`
+/// (`Invalid::at`, in `http`: the domain knows nothing of HTTP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub std::borrow::Cow<'static, str>);
 
 impl Invalid {
     pub fn new(message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         Self(message.into())
-    }
-
-    /// The `422` naming `field`.
-    pub fn at(self, field: impl Into<String>) -> crate::http::ApiError {
-        crate::http::ApiError::validation(field, self.0)
     }
 }
 
