@@ -228,6 +228,26 @@ impl Event {
         self
     }
 
+    /// `METHOD /path?query body`, for a failing assertion's message (the body cut short).
+    pub fn describe(&self) -> String {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        let mut body = text(&self.0["body"]);
+        if body.len() > 120 {
+            let end = (0..=120)
+                .rev()
+                .find(|&i| body.is_char_boundary(i))
+                .unwrap_or(0);
+            body.truncate(end);
+            body.push('…');
+        }
+        format!(
+            "{} {}?{} {body}",
+            text(&self.0["requestContext"]["http"]["method"]),
+            text(&self.0["rawPath"]),
+            text(&self.0["rawQueryString"]),
+        )
+    }
+
     /// The request lambda_http builds from this event, exactly as in Lambda.
     pub fn request(&self) -> lambda_http::Request {
         lambda_http::request::from_str(&self.0.to_string())
@@ -242,6 +262,60 @@ pub fn body_json(response: &lambda_http::Response<Body>) -> serde_json::Value {
         Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
         Body::Binary(bytes) => serde_json::from_slice(bytes).expect("JSON body"),
         _ => panic!("unexpected body kind"),
+    }
+}
+
+/// What a refused request must answer: a status, its code and (where one field is at fault) the
+/// field. One line per case in the refusal tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// `400 bad_request` about the body or the request as a whole.
+    Bad,
+    /// `400 bad_request` naming a query parameter that does not parse.
+    BadParam(&'static str),
+    /// `401 unauthorized`.
+    Unauthorized,
+    /// `404 not_found`.
+    NotFound,
+    /// `405 method_not_allowed`.
+    WrongMethod,
+    /// `413 payload_too_large`.
+    TooLarge,
+    /// `422 validation_failed` naming the field.
+    Invalid(&'static str),
+}
+
+impl Expect {
+    /// Asserts the response is this refusal (see [`assert_error`]).
+    pub fn check(self, response: &lambda_http::Response<Body>, case: &str) {
+        let (status, code, field) = match self {
+            Self::Bad => (400, "bad_request", None),
+            Self::BadParam(field) => (400, "bad_request", Some(field)),
+            Self::Unauthorized => (401, "unauthorized", None),
+            Self::NotFound => (404, "not_found", None),
+            Self::WrongMethod => (405, "method_not_allowed", None),
+            Self::TooLarge => (413, "payload_too_large", None),
+            Self::Invalid(field) => (422, "validation_failed", Some(field)),
+        };
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{case}: {}",
+            body_json(response)
+        );
+        assert_error(response, status, code, field);
+    }
+}
+
+/// Sends every case to the function that serves its path and checks its refusal. (That nothing
+/// was written is the caller's to check, once, after all of them.)
+pub async fn check_refusals(
+    functions: &Functions,
+    cases: impl IntoIterator<Item = (Event, Expect)>,
+) {
+    for (event, expect) in cases {
+        let response = functions.handle(event.request()).await;
+        expect.check(&response, &event.describe());
     }
 }
 
@@ -311,6 +385,12 @@ impl Functions {
             rollups: rollups::State::new(config).expect("rollups starts"),
             webhook: clerk_webhook::State::new(config).expect("clerk-webhook starts"),
         }
+    }
+
+    /// Calls the function that serves the event's path: the status and the body as JSON.
+    pub async fn call(&self, event: Event) -> (u16, serde_json::Value) {
+        let response = self.handle(event.request()).await;
+        (response.status().as_u16(), body_json(&response))
     }
 
     pub async fn handle(&self, request: lambda_http::Request) -> lambda_http::Response<Body> {

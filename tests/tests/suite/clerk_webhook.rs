@@ -2,20 +2,19 @@
 
 use serde_json::{Value, json};
 use tests::clerk::{WEBHOOK_SECRET, now, payload, webhook};
-use tests::{Event, TestDb, assert_error, body_json};
+use tests::{Event, Functions, TestDb, assert_error};
 
 const CREATED: &str = "clerk-webhook-user-created";
 const UPDATED: &str = "clerk-webhook-user-updated";
 const DELETED: &str = "clerk-webhook-user-deleted";
 const ADA: &str = "user_2g7oPQm3DiJ8zTt1Zq8bV0AdA";
 
-fn state(test: &TestDb) -> clerk_webhook::State {
-    clerk_webhook::State::new(&test.config(&[("CLERK_WEBHOOK_SECRET", WEBHOOK_SECRET)])).unwrap()
+fn state(test: &TestDb) -> Functions {
+    Functions::new(&test.config(&[("CLERK_WEBHOOK_SECRET", WEBHOOK_SECRET)]))
 }
 
-async fn deliver(state: &clerk_webhook::State, event: Event) -> (u16, Value) {
-    let response = clerk_webhook::handle(state, event.request()).await;
-    (response.status().as_u16(), body_json(&response))
+async fn deliver(functions: &Functions, event: Event) -> (u16, Value) {
+    functions.call(event).await
 }
 
 /// The stored user: (email, first_name, last_name, image_url, updated_at in ms).
@@ -228,7 +227,7 @@ async fn bad_signatures_are_400_and_write_nothing() {
         ),
     ];
     for (what, event) in cases {
-        let response = clerk_webhook::handle(&state, event.request()).await;
+        let response = state.handle(event.request()).await;
         assert_eq!(response.status(), 400, "{what}");
         assert_error(&response, 400, "bad_request", None);
     }
@@ -297,7 +296,7 @@ async fn signed_but_malformed_payloads_are_400() {
             }
             _ => webhook(CREATED, &body, "msg_x", now()),
         };
-        let response = clerk_webhook::handle(&state, event.request()).await;
+        let response = state.handle(event.request()).await;
         assert_eq!(response.status(), 400, "{what}");
         assert_error(&response, 400, "bad_request", None);
     }

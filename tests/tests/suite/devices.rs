@@ -5,43 +5,38 @@ use std::collections::HashSet;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use tests::{Event, TestDb, assert_error, body_json};
+use tests::Expect::{Bad, BadParam, Invalid, NotFound, TooLarge, Unauthorized};
+use tests::{Event, Functions, TestDb, check_refusals};
 use uuid::Uuid;
 
 const ALICE: &str = "user_alice";
 const BOB: &str = "user_bob";
 
-async fn call(state: &devices::State, event: Event) -> (u16, Value) {
-    let response = devices::handle(state, event.request()).await;
-    (response.status().as_u16(), body_json(&response))
+async fn setup() -> (TestDb, Functions) {
+    let test = TestDb::new().await;
+    let functions = Functions::new(&test.config(&[]));
+    (test, functions)
 }
 
-async fn create_device(state: &devices::State, user: &str, name: &str) -> Value {
-    let (status, body) = call(
-        state,
-        Event::load("devices-create")
-            .as_user(user)
-            .json_body(&json!({ "name": name })),
-    )
-    .await;
+/// `events/<event>.json` as `user`, at `method path`.
+fn request(event: &str, user: &str, method: &str, path: &str) -> Event {
+    Event::load(event).as_user(user).at(method, path)
+}
+
+async fn create_device(functions: &Functions, user: &str, name: &str) -> Value {
+    let event = Event::load("devices-create")
+        .as_user(user)
+        .json_body(&json!({ "name": name }));
+    let (status, body) = functions.call(event).await;
     assert_eq!(status, 201, "{body}");
     body
 }
 
-async fn create_rule(
-    state: &devices::State,
-    user: &str,
-    device: &str,
-    rule: Value,
-) -> (u16, Value) {
-    call(
-        state,
-        Event::load("rules-create")
-            .as_user(user)
-            .at("POST", &format!("/v1/devices/{device}/rules"))
-            .json_body(&rule),
-    )
-    .await
+async fn create_rule(functions: &Functions, user: &str, device: &str, rule: Value) -> (u16, Value) {
+    let path = format!("/v1/devices/{device}/rules");
+    functions
+        .call(request("rules-create", user, "POST", &path).json_body(&rule))
+        .await
 }
 
 fn is_timestamp(value: &Value) -> bool {
@@ -52,11 +47,10 @@ fn is_timestamp(value: &Value) -> bool {
 
 #[tokio::test]
 async fn full_lifecycle() {
-    let test = TestDb::new().await;
-    let state = devices::State::new(&test.config(&[])).unwrap();
+    let (test, functions) = setup().await;
 
     // Create: the device, and its key, once.
-    let created = create_device(&state, ALICE, "  Boiler room  ").await;
+    let created = create_device(&functions, ALICE, "  Boiler room  ").await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["name"], "Boiler room", "trimmed");
     assert_eq!(created["status"], "offline");
@@ -69,50 +63,43 @@ async fn full_lifecycle() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(
-        keys,
-        HashSet::from([
-            "id",
-            "name",
-            "status",
-            "last_seen_at",
-            "created_at",
-            "device_key"
-        ])
-    );
+    let expected_keys = [
+        "id",
+        "name",
+        "status",
+        "last_seen_at",
+        "created_at",
+        "device_key",
+    ];
+    assert_eq!(keys, HashSet::from(expected_keys));
 
     let device_path = format!("/v1/devices/{id}");
-    let (status, got) = call(
-        &state,
-        Event::load("devices-get")
-            .as_user(ALICE)
-            .at("GET", &device_path),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let got = functions
+        .call(request("devices-get", ALICE, "GET", &device_path))
+        .await;
     let mut expected = created.clone();
     expected.as_object_mut().unwrap().remove("device_key");
-    assert_eq!(got, expected);
+    assert_eq!(got, (200, expected.clone()));
 
-    let (status, list) = call(&state, Event::load("devices-list").as_user(ALICE)).await;
-    assert_eq!(status, 200);
-    assert_eq!(list, json!({"items": [expected], "next_cursor": null}));
+    let list = functions
+        .call(Event::load("devices-list").as_user(ALICE))
+        .await;
+    assert_eq!(
+        list,
+        (200, json!({"items": [expected], "next_cursor": null}))
+    );
 
-    let (status, renamed) = call(
-        &state,
-        Event::load("devices-update")
-            .as_user(ALICE)
-            .at("PATCH", &device_path)
-            .json_body(&json!({"name": "Boiler (east)"})),
-    )
-    .await;
+    let rename = request("devices-update", ALICE, "PATCH", &device_path);
+    let (status, renamed) = functions
+        .call(rename.json_body(&json!({"name": "Boiler (east)"})))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(renamed["name"], "Boiler (east)");
     assert_eq!(renamed["id"], id.as_str());
 
     // Rules.
     let (status, rule) = create_rule(
-        &state,
+        &functions,
         ALICE,
         &id,
         json!({"metric": "temperature", "comparator": "gt", "threshold": 80, "for_seconds": 300, "clear_threshold": "75.5"}),
@@ -128,77 +115,42 @@ async fn full_lifecycle() {
     assert_eq!(rule["clear_threshold"], "75.5");
     assert!(is_timestamp(&rule["created_at"]) && is_timestamp(&rule["updated_at"]));
 
-    let (_, second) = create_rule(
-        &state,
-        ALICE,
-        &id,
-        json!({"metric": "humidity", "comparator": "lte", "threshold": "0.1"}),
-    )
-    .await;
+    let second = json!({"metric": "humidity", "comparator": "lte", "threshold": "0.1"});
+    let (_, second) = create_rule(&functions, ALICE, &id, second).await;
     assert_eq!(second["for_seconds"], 0, "default");
     assert_eq!(second["clear_threshold"], Value::Null);
     assert_eq!(second["threshold"], "0.1");
 
     let rules_path = format!("{device_path}/rules");
-    let (status, rules) = call(
-        &state,
-        Event::load("rules-list")
-            .as_user(ALICE)
-            .at("GET", &rules_path),
-    )
-    .await;
+    let (status, rules) = functions
+        .call(request("rules-list", ALICE, "GET", &rules_path))
+        .await;
     assert_eq!(status, 200);
-    let ids: Vec<&str> = rules["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        [second["id"].as_str().unwrap(), rule_id.as_str()],
-        "newest first"
-    );
+    assert_eq!(rules["items"], json!([second, rule]), "newest first");
+    assert_eq!(rules["next_cursor"], Value::Null);
 
     let rule_path = format!("{rules_path}/{rule_id}");
-    let (status, got) = call(
-        &state,
-        Event::load("rules-get")
-            .as_user(ALICE)
-            .at("GET", &rule_path),
-    )
-    .await;
-    assert_eq!((status, &got), (200, &rule));
+    let got = functions
+        .call(request("rules-get", ALICE, "GET", &rule_path))
+        .await;
+    assert_eq!(got, (200, rule.clone()));
 
-    let (status, updated) = call(
-        &state,
-        Event::load("rules-update")
-            .as_user(ALICE)
-            .at("PATCH", &rule_path)
-            .json_body(&json!({"threshold": "85.25", "clear_threshold": null})),
-    )
-    .await;
+    let patch = json!({"threshold": "85.25", "clear_threshold": null});
+    let update = request("rules-update", ALICE, "PATCH", &rule_path).json_body(&patch);
+    let (status, updated) = functions.call(update).await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["threshold"], "85.25");
     assert_eq!(updated["clear_threshold"], Value::Null);
     assert_eq!(updated["comparator"], "gt", "untouched fields stay");
     assert_eq!(updated["for_seconds"], 300);
 
-    let (status, body) = call(
-        &state,
-        Event::load("rules-delete")
-            .as_user(ALICE)
-            .at("DELETE", &rule_path),
-    )
-    .await;
-    assert_eq!((status, body), (204, Value::Null));
-    let (status, _) = call(
-        &state,
-        Event::load("rules-get")
-            .as_user(ALICE)
-            .at("GET", &rule_path),
-    )
-    .await;
+    let deleted = functions
+        .call(request("rules-delete", ALICE, "DELETE", &rule_path))
+        .await;
+    assert_eq!(deleted, (204, Value::Null));
+    let (status, _) = functions
+        .call(request("rules-get", ALICE, "GET", &rule_path))
+        .await;
     assert_eq!(status, 404);
 
     // Deleting the device takes its readings, rules and alerts along.
@@ -211,32 +163,17 @@ async fn full_lifecycle() {
         ))
         .await
         .unwrap();
-    let (status, _) = call(
-        &state,
-        Event::load("devices-delete")
-            .as_user(ALICE)
-            .at("DELETE", &device_path),
-    )
-    .await;
+    let delete = || request("devices-delete", ALICE, "DELETE", &device_path);
+    let (status, _) = functions.call(delete()).await;
     assert_eq!(status, 204);
     for table in ["devices", "sensor_readings", "alert_rules", "alerts"] {
         assert_eq!(test.count(table).await, 0, "{table}");
     }
-    let (status, _) = call(
-        &state,
-        Event::load("devices-get")
-            .as_user(ALICE)
-            .at("GET", &device_path),
-    )
-    .await;
+    let (status, _) = functions
+        .call(request("devices-get", ALICE, "GET", &device_path))
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = call(
-        &state,
-        Event::load("devices-delete")
-            .as_user(ALICE)
-            .at("DELETE", &device_path),
-    )
-    .await;
+    let (status, _) = functions.call(delete()).await;
     assert_eq!(status, 404);
 }
 
@@ -262,19 +199,13 @@ async fn snapshot(test: &TestDb) -> Vec<String> {
 
 #[tokio::test]
 async fn another_users_things_are_not_found() {
-    let test = TestDb::new().await;
-    let state = devices::State::new(&test.config(&[])).unwrap();
-    let alice_device = create_device(&state, ALICE, "alice's").await["id"]
+    let (test, functions) = setup().await;
+    let alice_device = create_device(&functions, ALICE, "alice's").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let (_, rule) = create_rule(
-        &state,
-        ALICE,
-        &alice_device,
-        json!({"metric": "t", "comparator": "gt", "threshold": 1}),
-    )
-    .await;
+    let rule = json!({"metric": "t", "comparator": "gt", "threshold": 1});
+    let (_, rule) = create_rule(&functions, ALICE, &alice_device, rule).await;
     let alice_rule = rule["id"].as_str().unwrap().to_owned();
     test.direct
         .batch_execute(&format!(
@@ -283,125 +214,76 @@ async fn another_users_things_are_not_found() {
         ))
         .await
         .unwrap();
-    let bob_device = create_device(&state, BOB, "bob's").await["id"]
+    let bob_device = create_device(&functions, BOB, "bob's").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let before = snapshot(&test).await;
 
     let d = format!("/v1/devices/{alice_device}");
+    let rules = format!("{d}/rules");
     let r = format!("{d}/rules/{alice_rule}");
+    // Alice's rule, reached through a device of Bob's.
     let via_bob = format!("/v1/devices/{bob_device}/rules/{alice_rule}");
+    let bob = |event, method, path: &str| request(event, BOB, method, path);
     let rule_body = json!({"metric": "t", "comparator": "lt", "threshold": 0});
-    let cases: Vec<(&str, Event)> = vec![
-        ("get device", Event::load("devices-get").at("GET", &d)),
-        (
-            "rename device",
-            Event::load("devices-update")
-                .at("PATCH", &d)
-                .json_body(&json!({"name": "mine now"})),
-        ),
-        (
-            "delete device",
-            Event::load("devices-delete").at("DELETE", &d),
-        ),
-        (
-            "list rules",
-            Event::load("rules-list").at("GET", &format!("{d}/rules")),
-        ),
-        (
-            "create rule",
-            Event::load("rules-create")
-                .at("POST", &format!("{d}/rules"))
-                .json_body(&rule_body),
-        ),
-        ("get rule", Event::load("rules-get").at("GET", &r)),
-        (
-            "update rule",
-            Event::load("rules-update")
-                .at("PATCH", &r)
-                .json_body(&json!({"threshold": 5})),
-        ),
-        ("delete rule", Event::load("rules-delete").at("DELETE", &r)),
-        (
-            "get rule via own device",
-            Event::load("rules-get").at("GET", &via_bob),
-        ),
-        (
-            "update rule via own device",
-            Event::load("rules-update")
-                .at("PATCH", &via_bob)
-                .json_body(&json!({"threshold": 5})),
-        ),
-        (
-            "delete rule via own device",
-            Event::load("rules-delete").at("DELETE", &via_bob),
-        ),
+    let patch = json!({"threshold": 5});
+    #[rustfmt::skip]
+    let cases = [
+        (bob("devices-get", "GET", &d), NotFound),
+        (bob("devices-update", "PATCH", &d).json_body(&json!({"name": "mine now"})), NotFound),
+        (bob("devices-delete", "DELETE", &d), NotFound),
+        (bob("rules-list", "GET", &rules), NotFound),
+        (bob("rules-create", "POST", &rules).json_body(&rule_body), NotFound),
+        (bob("rules-get", "GET", &r), NotFound),
+        (bob("rules-update", "PATCH", &r).json_body(&patch), NotFound),
+        (bob("rules-delete", "DELETE", &r), NotFound),
+        (bob("rules-get", "GET", &via_bob), NotFound),
+        (bob("rules-update", "PATCH", &via_bob).json_body(&patch), NotFound),
+        (bob("rules-delete", "DELETE", &via_bob), NotFound),
     ];
-    for (what, event) in cases {
-        let response = devices::handle(&state, event.as_user(BOB).request()).await;
-        assert_eq!(response.status(), 404, "{what}");
-        assert_error(&response, 404, "not_found", None);
-    }
+    check_refusals(&functions, cases).await;
     // Bob's alert list shows nothing of Alice's, even when he names her device.
     for query in ["", &format!("device_id={alice_device}"), "status=firing"] {
-        let (status, body) =
-            call(&state, Event::load("alerts-list").as_user(BOB).query(query)).await;
+        let list = functions
+            .call(Event::load("alerts-list").as_user(BOB).query(query))
+            .await;
         assert_eq!(
-            (status, body),
+            list,
             (200, json!({"items": [], "next_cursor": null})),
             "{query}"
         );
     }
-    let (_, list) = call(&state, Event::load("devices-list").as_user(BOB)).await;
+    let (_, list) = functions
+        .call(Event::load("devices-list").as_user(BOB))
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(snapshot(&test).await, before, "nothing of Alice's changed");
 
     // Alice still sees all of it, alert included.
-    let (_, alerts) = call(&state, Event::load("alerts-list").as_user(ALICE).query("")).await;
+    let (_, alerts) = functions
+        .call(Event::load("alerts-list").as_user(ALICE).query(""))
+        .await;
     assert_eq!(alerts["items"].as_array().unwrap().len(), 1);
     assert_eq!(alerts["items"][0]["value"], "2");
 }
 
 #[tokio::test]
 async fn the_device_key_is_shown_once_and_stored_only_as_a_hash() {
-    let test = TestDb::new().await;
-    let state = devices::State::new(&test.config(&[])).unwrap();
-    let first = create_device(&state, ALICE, "one").await;
-    let second = create_device(&state, ALICE, "two").await;
+    let (test, functions) = setup().await;
+    let first = create_device(&functions, ALICE, "one").await;
+    let second = create_device(&functions, ALICE, "two").await;
     let key = first["device_key"].as_str().unwrap().to_owned();
     assert_ne!(key, second["device_key"].as_str().unwrap());
     assert_eq!(key.len(), 35);
 
-    let id = first["id"].as_str().unwrap();
-    let mut later = Vec::new();
-    later.push(
-        call(
-            &state,
-            Event::load("devices-get")
-                .as_user(ALICE)
-                .at("GET", &format!("/v1/devices/{id}")),
-        )
-        .await
-        .1,
-    );
-    later.push(
-        call(&state, Event::load("devices-list").as_user(ALICE))
-            .await
-            .1,
-    );
-    later.push(
-        call(
-            &state,
-            Event::load("devices-update")
-                .as_user(ALICE)
-                .at("PATCH", &format!("/v1/devices/{id}"))
-                .json_body(&json!({"name": "uno"})),
-        )
-        .await
-        .1,
-    );
-    for body in later {
+    let path = format!("/v1/devices/{}", first["id"].as_str().unwrap());
+    for event in [
+        request("devices-get", ALICE, "GET", &path),
+        Event::load("devices-list").as_user(ALICE),
+        request("devices-update", ALICE, "PATCH", &path).json_body(&json!({"name": "uno"})),
+    ] {
+        let (_, body) = functions.call(event).await;
         assert!(!body.to_string().contains(&key), "{body}");
         assert!(!body.to_string().contains("device_key"), "{body}");
     }
@@ -421,43 +303,48 @@ async fn the_device_key_is_shown_once_and_stored_only_as_a_hash() {
     assert_eq!(row.get::<_, i64>(1), 1);
 }
 
-#[tokio::test]
-async fn pages_are_complete_and_stable_under_inserts() {
-    let test = TestDb::new().await;
-    let state = devices::State::new(&test.config(&[])).unwrap();
-    let mut created = HashSet::new();
-    for i in 0..120 {
-        created.insert(
-            create_device(&state, ALICE, &format!("sensor {i}")).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    let mut seen = Vec::new();
-    let mut sizes = Vec::new();
-    let mut cursor: Option<String> = None;
+/// Walks a list `limit` items at a time, calling `between` after each page: the ids seen, and
+/// each page's size.
+async fn walk(
+    functions: &Functions,
+    list: impl Fn(&str) -> Event,
+    limit: usize,
+    mut between: impl AsyncFnMut(),
+) -> (Vec<String>, Vec<usize>) {
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+    let mut query = format!("limit={limit}");
     loop {
-        let query = match &cursor {
-            Some(c) => format!("limit=50&cursor={c}"),
-            None => "limit=50".into(),
-        };
-        let (status, page) = call(
-            &state,
-            Event::load("devices-list").as_user(ALICE).query(&query),
-        )
-        .await;
+        let (status, page) = functions.call(list(&query)).await;
         assert_eq!(status, 200, "{page}");
         let items = page["items"].as_array().unwrap();
         sizes.push(items.len());
-        seen.extend(items.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
-        // New devices arrive between page requests: they are newer, so they do not shift pages.
-        create_device(&state, ALICE, "late arrival").await;
+        seen.extend(
+            items
+                .iter()
+                .map(|item| item["id"].as_str().unwrap().to_owned()),
+        );
+        between().await;
         match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
+            Some(next) => query = format!("limit={limit}&cursor={next}"),
+            None => return (seen, sizes),
         }
     }
+}
+
+#[tokio::test]
+async fn pages_are_complete_and_stable_under_inserts() {
+    let (_test, functions) = setup().await;
+    let mut created = HashSet::new();
+    for i in 0..120 {
+        let device = create_device(&functions, ALICE, &format!("sensor {i}")).await;
+        created.insert(device["id"].as_str().unwrap().to_owned());
+    }
+    let list = |query: &str| Event::load("devices-list").as_user(ALICE).query(query);
+    // New devices arrive between page requests: they are newer, so they do not shift pages.
+    let (seen, sizes) = walk(&functions, list, 50, async || {
+        create_device(&functions, ALICE, "late arrival").await;
+    })
+    .await;
     assert_eq!(sizes, [50, 50, 20]);
     let unique: HashSet<String> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "no repeats");
@@ -465,81 +352,72 @@ async fn pages_are_complete_and_stable_under_inserts() {
 }
 
 #[tokio::test]
+async fn rules_are_paged_like_every_list() {
+    let (_test, functions) = setup().await;
+    let device = create_device(&functions, ALICE, "many rules").await;
+    let device = device["id"].as_str().unwrap();
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let rule = json!({"metric": format!("m{i}"), "comparator": "gt", "threshold": i});
+        let (status, rule) = create_rule(&functions, ALICE, device, rule).await;
+        assert_eq!(status, 201, "{rule}");
+        created.push(rule["id"].as_str().unwrap().to_owned());
+    }
+    let path = format!("/v1/devices/{device}/rules");
+    let list = |query: &str| request("rules-list", ALICE, "GET", &path).query(query);
+    let (seen, sizes) = walk(&functions, list, 3, async || {}).await;
+    assert_eq!(sizes, [3, 3, 1]);
+    created.reverse();
+    assert_eq!(seen, created, "newest first, each once");
+    let (status, page) = functions.call(list("")).await;
+    assert_eq!(
+        (status, page["items"].as_array().unwrap().len()),
+        (200, 7),
+        "50 by default"
+    );
+}
+
+#[tokio::test]
 async fn list_parameters_are_checked() {
-    let test = TestDb::new().await;
-    let state = devices::State::new(&test.config(&[])).unwrap();
+    let (_test, functions) = setup().await;
+    let device = create_device(&functions, ALICE, "one").await;
+    let rules = format!("/v1/devices/{}/rules", device["id"].as_str().unwrap());
     // A cursor of the right shape whose time (about 10,000 BC) Postgres cannot hold.
     let mut bytes = (-377_000_000_000_000_000i64).to_be_bytes().to_vec();
     bytes.extend_from_slice(Uuid::nil().as_bytes());
     let ancient = format!("cursor={}", URL_SAFE_NO_PAD.encode(bytes));
-    for (route, query, status, code, field) in [
-        ("devices-list", "limit=ten", 400, "bad_request", "limit"),
-        ("devices-list", "limit=0", 422, "validation_failed", "limit"),
-        (
-            "devices-list",
-            "limit=201",
-            422,
-            "validation_failed",
-            "limit",
-        ),
-        (
-            "devices-list",
-            "cursor=garbage",
-            400,
-            "bad_request",
-            "cursor",
-        ),
-        (
-            "alerts-list",
-            "status=open",
-            422,
-            "validation_failed",
-            "status",
-        ),
-        (
-            "alerts-list",
-            "device_id=42",
-            400,
-            "bad_request",
-            "device_id",
-        ),
-        ("alerts-list", "limit=-1", 422, "validation_failed", "limit"),
-        ("alerts-list", "cursor=%21%21", 400, "bad_request", "cursor"),
-        ("devices-list", &ancient, 400, "bad_request", "cursor"),
-        ("alerts-list", &ancient, 400, "bad_request", "cursor"),
-    ] {
-        let response = devices::handle(
-            &state,
-            Event::load(route).as_user(ALICE).query(query).request(),
-        )
-        .await;
-        assert_error(&response, status, code, Some(field));
-    }
-    let (status, _) = call(
-        &state,
-        Event::load("devices-list")
-            .as_user(ALICE)
-            .query("limit=200"),
-    )
-    .await;
+    let devices = |query: &str| Event::load("devices-list").as_user(ALICE).query(query);
+    let alerts = |query: &str| Event::load("alerts-list").as_user(ALICE).query(query);
+    let rules = |query: &str| request("rules-list", ALICE, "GET", &rules).query(query);
+    #[rustfmt::skip]
+    let cases = [
+        (devices("limit=ten"), BadParam("limit")),
+        (devices("limit=0"), Invalid("limit")),
+        (devices("limit=201"), Invalid("limit")),
+        (devices("cursor=garbage"), BadParam("cursor")),
+        (devices(&ancient), BadParam("cursor")),
+        (alerts("status=open"), Invalid("status")),
+        (alerts("device_id=42"), BadParam("device_id")),
+        (alerts("limit=-1"), Invalid("limit")),
+        (alerts("cursor=%21%21"), BadParam("cursor")),
+        (alerts(&ancient), BadParam("cursor")),
+        (rules("limit=1.5"), BadParam("limit")),
+        (rules("limit=201"), Invalid("limit")),
+        (rules("cursor=nope"), BadParam("cursor")),
+        (rules(&ancient), BadParam("cursor")),
+    ];
+    check_refusals(&functions, cases).await;
+    let (status, _) = functions.call(devices("limit=200")).await;
     assert_eq!(status, 200);
 }
 
 #[tokio::test]
 async fn every_invalid_body_is_refused_and_writes_nothing() {
-    let test = TestDb::new().await;
-    let state = devices::State::new(&test.config(&[])).unwrap();
-    let device = create_device(&state, ALICE, "target").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, rule) = create_rule(
-        &state,
-        ALICE,
-        &device,
-        json!({"metric": "t", "comparator": "gt", "threshold": 80, "clear_threshold": 75}),
-    )
-    .await;
+    let (test, functions) = setup().await;
+    let device = create_device(&functions, ALICE, "target").await;
+    let device = device["id"].as_str().unwrap();
+    let rule = json!({"metric": "t", "comparator": "gt", "threshold": 80, "clear_threshold": 75});
+    let (_, rule) = create_rule(&functions, ALICE, device, rule).await;
     let rule_path = format!(
         "/v1/devices/{device}/rules/{}",
         rule["id"].as_str().unwrap()
@@ -547,358 +425,90 @@ async fn every_invalid_body_is_refused_and_writes_nothing() {
     let before = snapshot(&test).await;
 
     let create = |body: &str| Event::load("devices-create").as_user(ALICE).body(body);
-    let rename = |body: &str| {
-        Event::load("devices-update")
-            .as_user(ALICE)
-            .at("PATCH", &format!("/v1/devices/{device}"))
-            .body(body)
-    };
-    let new_rule = |body: Value| {
-        Event::load("rules-create")
-            .as_user(ALICE)
-            .at("POST", &format!("/v1/devices/{device}/rules"))
-            .json_body(&body)
-    };
-    let patch_rule = |body: Value| {
-        Event::load("rules-update")
-            .as_user(ALICE)
-            .at("PATCH", &rule_path)
-            .json_body(&body)
-    };
-    let ok_rule = json!({"metric": "t", "comparator": "gt", "threshold": 1});
+    let device_path = format!("/v1/devices/{device}");
+    let rename = |body: &str| request("devices-update", ALICE, "PATCH", &device_path).body(body);
+    let rules_path = format!("{device_path}/rules");
+    let new_rule =
+        |body: Value| request("rules-create", ALICE, "POST", &rules_path).json_body(&body);
+    let patch_rule =
+        |body: Value| request("rules-update", ALICE, "PATCH", &rule_path).json_body(&body);
+    // A valid rule with some fields changed.
     let with = |changes: Value| {
-        let mut body = ok_rule.clone();
+        let mut body = json!({"metric": "t", "comparator": "gt", "threshold": 1});
         for (k, v) in changes.as_object().unwrap() {
             body[k] = v.clone();
         }
-        body
+        new_rule(body)
     };
     let long_name = format!(r#"{{"name": "{}"}}"#, "n".repeat(101));
     let too_big = format!(r#"{{"name": "{}"}}"#, "n".repeat(20_000));
 
-    let cases: Vec<(&str, Event, u16, &str, Option<&str>)> = vec![
-        ("not JSON", create("{name:"), 400, "bad_request", None),
-        ("empty body", create(""), 400, "bad_request", None),
-        ("an array", create("[]"), 400, "bad_request", None),
-        (
-            "unknown field",
-            create(r#"{"name": "x", "nmae": "y"}"#),
-            400,
-            "bad_request",
-            None,
-        ),
-        (
-            "wrong content type",
-            create(r#"{"name": "x"}"#).header("content-type", "text/plain"),
-            400,
-            "bad_request",
-            None,
-        ),
-        (
-            "too large",
-            create(&too_big),
-            413,
-            "payload_too_large",
-            None,
-        ),
-        (
-            "no name",
-            create("{}"),
-            422,
-            "validation_failed",
-            Some("name"),
-        ),
-        (
-            "name null",
-            create(r#"{"name": null}"#),
-            422,
-            "validation_failed",
-            Some("name"),
-        ),
-        (
-            "blank name",
-            create(r#"{"name": "   "}"#),
-            422,
-            "validation_failed",
-            Some("name"),
-        ),
-        (
-            "long name",
-            create(&long_name),
-            422,
-            "validation_failed",
-            Some("name"),
-        ),
-        (
-            "control character",
-            create(r#"{"name": "a\u0000b"}"#),
-            422,
-            "validation_failed",
-            Some("name"),
-        ),
-        (
-            "name a number",
-            create(r#"{"name": 7}"#),
-            422,
-            "validation_failed",
-            Some("name"),
-        ),
-        (
-            "rename blank",
-            rename(r#"{"name": ""}"#),
-            422,
-            "validation_failed",
-            Some("name"),
-        ),
-        (
-            "rename unknown field",
-            rename(r#"{"name": "x", "status": "online"}"#),
-            400,
-            "bad_request",
-            None,
-        ),
-        (
-            "rule without metric",
-            new_rule(json!({"comparator": "gt", "threshold": 1})),
-            422,
-            "validation_failed",
-            Some("metric"),
-        ),
-        (
-            "metric with space",
-            new_rule(with(json!({"metric": "a b"}))),
-            422,
-            "validation_failed",
-            Some("metric"),
-        ),
-        (
-            "metric 65 chars",
-            new_rule(with(json!({"metric": "m".repeat(65)}))),
-            422,
-            "validation_failed",
-            Some("metric"),
-        ),
-        (
-            "comparator eq",
-            new_rule(with(json!({"comparator": "eq"}))),
-            422,
-            "validation_failed",
-            Some("comparator"),
-        ),
-        (
-            "no comparator",
-            new_rule(json!({"metric": "t", "threshold": 1})),
-            422,
-            "validation_failed",
-            Some("comparator"),
-        ),
-        (
-            "threshold text",
-            new_rule(with(json!({"threshold": "high"}))),
-            422,
-            "validation_failed",
-            Some("threshold"),
-        ),
-        (
-            "threshold NaN",
-            new_rule(with(json!({"threshold": "NaN"}))),
-            422,
-            "validation_failed",
-            Some("threshold"),
-        ),
-        (
-            "threshold bool",
-            new_rule(with(json!({"threshold": true}))),
-            422,
-            "validation_failed",
-            Some("threshold"),
-        ),
-        (
-            "threshold huge",
-            new_rule(json!({"metric": "t", "comparator": "gt", "threshold": "1e400"})),
-            422,
-            "validation_failed",
-            Some("threshold"),
-        ),
-        (
-            "no threshold",
-            new_rule(json!({"metric": "t", "comparator": "gt"})),
-            422,
-            "validation_failed",
-            Some("threshold"),
-        ),
-        (
-            "for_seconds negative",
-            new_rule(with(json!({"for_seconds": -1}))),
-            422,
-            "validation_failed",
-            Some("for_seconds"),
-        ),
-        (
-            "for_seconds too long",
-            new_rule(with(json!({"for_seconds": 86401}))),
-            422,
-            "validation_failed",
-            Some("for_seconds"),
-        ),
-        (
-            "for_seconds fractional",
-            new_rule(with(json!({"for_seconds": 1.5}))),
-            422,
-            "validation_failed",
-            Some("for_seconds"),
-        ),
-        (
-            "for_seconds null",
-            new_rule(with(json!({"for_seconds": null}))),
-            422,
-            "validation_failed",
-            Some("for_seconds"),
-        ),
-        (
-            "threshold null",
-            new_rule(with(json!({"threshold": null}))),
-            422,
-            "validation_failed",
-            Some("threshold"),
-        ),
-        (
-            "clear above gt threshold",
-            new_rule(with(json!({"threshold": 80, "clear_threshold": 85}))),
-            422,
-            "validation_failed",
-            Some("clear_threshold"),
-        ),
-        (
-            "clear equal",
-            new_rule(with(json!({"threshold": 80, "clear_threshold": 80}))),
-            422,
-            "validation_failed",
-            Some("clear_threshold"),
-        ),
-        (
-            "clear below lt threshold",
-            new_rule(
-                json!({"metric": "t", "comparator": "lt", "threshold": 5, "clear_threshold": 4}),
-            ),
-            422,
-            "validation_failed",
-            Some("clear_threshold"),
-        ),
-        (
-            "rule unknown field",
-            new_rule(with(json!({"treshold": 1}))),
-            400,
-            "bad_request",
-            None,
-        ),
-        (
-            "patch clear to wrong side",
-            patch_rule(json!({"clear_threshold": 90})),
-            422,
-            "validation_failed",
-            Some("clear_threshold"),
-        ),
-        (
-            "patch comparator flips side",
-            patch_rule(json!({"comparator": "lt"})),
-            422,
-            "validation_failed",
-            Some("clear_threshold"),
-        ),
-        (
-            "patch threshold below clear",
-            patch_rule(json!({"threshold": 70})),
-            422,
-            "validation_failed",
-            Some("clear_threshold"),
-        ),
-        (
-            "patch bad metric",
-            patch_rule(json!({"metric": ""})),
-            422,
-            "validation_failed",
-            Some("metric"),
-        ),
-        (
-            "patch metric null",
-            patch_rule(json!({"metric": null})),
-            422,
-            "validation_failed",
-            Some("metric"),
-        ),
-        (
-            "patch comparator null",
-            patch_rule(json!({"comparator": null})),
-            422,
-            "validation_failed",
-            Some("comparator"),
-        ),
-        (
-            "patch threshold null",
-            patch_rule(json!({"threshold": null})),
-            422,
-            "validation_failed",
-            Some("threshold"),
-        ),
-        (
-            "patch for_seconds null",
-            patch_rule(json!({"for_seconds": null})),
-            422,
-            "validation_failed",
-            Some("for_seconds"),
-        ),
-        (
-            "patch unknown field",
-            patch_rule(json!({"device_id": device})),
-            400,
-            "bad_request",
-            None,
-        ),
+    #[rustfmt::skip]
+    let cases = [
+        (create("{name:"), Bad),
+        (create(""), Bad),
+        (create("[]"), Bad),
+        (create(r#"{"name": "x", "nmae": "y"}"#), Bad),
+        (create(r#"{"name": "x"}"#).header("content-type", "text/plain"), Bad),
+        (create(&too_big), TooLarge),
+        (create("{}"), Invalid("name")),
+        (create(r#"{"name": null}"#), Invalid("name")),
+        (create(r#"{"name": "   "}"#), Invalid("name")),
+        (create(&long_name), Invalid("name")),
+        (create(r#"{"name": "a\u0000b"}"#), Invalid("name")),
+        (create(r#"{"name": 7}"#), Invalid("name")),
+        (rename(r#"{"name": ""}"#), Invalid("name")),
+        (rename(r#"{"name": "x", "status": "online"}"#), Bad),
+        (new_rule(json!({"comparator": "gt", "threshold": 1})), Invalid("metric")),
+        (with(json!({"metric": "a b"})), Invalid("metric")),
+        (with(json!({"metric": "m".repeat(65)})), Invalid("metric")),
+        (with(json!({"comparator": "eq"})), Invalid("comparator")),
+        (new_rule(json!({"metric": "t", "threshold": 1})), Invalid("comparator")),
+        (with(json!({"threshold": "high"})), Invalid("threshold")),
+        (with(json!({"threshold": "NaN"})), Invalid("threshold")),
+        (with(json!({"threshold": true})), Invalid("threshold")),
+        (with(json!({"threshold": "1e400"})), Invalid("threshold")),
+        (new_rule(json!({"metric": "t", "comparator": "gt"})), Invalid("threshold")),
+        (with(json!({"for_seconds": -1})), Invalid("for_seconds")),
+        (with(json!({"for_seconds": 86401})), Invalid("for_seconds")),
+        (with(json!({"for_seconds": 1.5})), Invalid("for_seconds")),
+        (with(json!({"for_seconds": null})), Invalid("for_seconds")),
+        (with(json!({"threshold": null})), Invalid("threshold")),
+        (with(json!({"threshold": 80, "clear_threshold": 85})), Invalid("clear_threshold")),
+        (with(json!({"threshold": 80, "clear_threshold": 80})), Invalid("clear_threshold")),
+        (with(json!({"comparator": "lt", "threshold": 5, "clear_threshold": 4})), Invalid("clear_threshold")),
+        (with(json!({"treshold": 1})), Bad),
+        // On the merged rule (threshold 80, clear_threshold 75): each change puts it on the wrong side.
+        (patch_rule(json!({"clear_threshold": 90})), Invalid("clear_threshold")),
+        (patch_rule(json!({"comparator": "lt"})), Invalid("clear_threshold")),
+        (patch_rule(json!({"threshold": 70})), Invalid("clear_threshold")),
+        (patch_rule(json!({"metric": ""})), Invalid("metric")),
+        (patch_rule(json!({"metric": null})), Invalid("metric")),
+        (patch_rule(json!({"comparator": null})), Invalid("comparator")),
+        (patch_rule(json!({"threshold": null})), Invalid("threshold")),
+        (patch_rule(json!({"for_seconds": null})), Invalid("for_seconds")),
+        (patch_rule(json!({"device_id": device})), Bad),
+        // Ids that are not UUIDs name nothing.
+        (request("devices-get", ALICE, "GET", "/v1/devices/42"), NotFound),
+        (request("rules-list", ALICE, "GET", "/v1/devices/42/rules"), NotFound),
+        (request("rules-get", ALICE, "GET", &format!("{rules_path}/42")), NotFound),
     ];
-    for (what, event, status, code, field) in cases {
-        let response = devices::handle(&state, event.request()).await;
-        assert_eq!(
-            response.status().as_u16(),
-            status,
-            "{what}: {}",
-            body_json(&response)
-        );
-        assert_error(&response, status, code, field);
-    }
+    check_refusals(&functions, cases).await;
     assert_eq!(snapshot(&test).await, before, "nothing was written");
-
-    // Ids that are not UUIDs name nothing.
-    for path in [
-        "/v1/devices/42",
-        "/v1/devices/42/rules",
-        &format!("/v1/devices/{device}/rules/42"),
-    ] {
-        let response = devices::handle(
-            &state,
-            Event::load("devices-get")
-                .as_user(ALICE)
-                .at("GET", path)
-                .request(),
-        )
-        .await;
-        assert_error(&response, 404, "not_found", None);
-    }
 }
 
 #[tokio::test]
 async fn no_or_bad_credentials_are_401_and_write_nothing() {
-    let test = TestDb::new().await;
-    let state = devices::State::new(&test.config(&[])).unwrap();
-    for event in [
-        Event::load("devices-create").without_header("authorization"),
-        Event::load("devices-create").header("authorization", "Bearer nonsense"),
-        Event::load("devices-create").header("authorization", "Basic dXNlcjpwYXNz"),
-        Event::load("alerts-list").without_header("authorization"),
-    ] {
-        let response = devices::handle(&state, event.request()).await;
-        assert_error(&response, 401, "unauthorized", None);
-    }
+    let (test, functions) = setup().await;
+    let create = || Event::load("devices-create");
+    #[rustfmt::skip]
+    let cases = [
+        (create().without_header("authorization"), Unauthorized),
+        (create().header("authorization", "Bearer nonsense"), Unauthorized),
+        (create().header("authorization", "Basic dXNlcjpwYXNz"), Unauthorized),
+        (Event::load("alerts-list").without_header("authorization"), Unauthorized),
+    ];
+    check_refusals(&functions, cases).await;
     assert_eq!(test.count("devices").await, 0);
     assert_eq!(test.count(r#""user""#).await, 0);
 }

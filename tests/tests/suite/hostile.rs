@@ -9,20 +9,15 @@ const USER: &str = "user_hostile";
 
 struct Api {
     test: TestDb,
-    devices: devices::State,
-    ingest: ingest::State,
-    webhook: clerk_webhook::State,
+    functions: Functions,
     key: String,
 }
 
 async fn api() -> Api {
     let test = TestDb::new().await;
     let (_, key) = test.device(USER).await;
-    let config = test.config(&[]);
     Api {
-        devices: devices::State::new(&config).unwrap(),
-        ingest: ingest::State::new(&config).unwrap(),
-        webhook: clerk_webhook::State::new(&config).unwrap(),
+        functions: Functions::new(&test.config(&[])),
         test,
         key,
     }
@@ -30,14 +25,12 @@ async fn api() -> Api {
 
 impl Api {
     async fn create(&self, event: Event) -> (u16, Value) {
-        let response = devices::handle(&self.devices, event.as_user(USER).request()).await;
-        (response.status().as_u16(), body_json(&response))
+        self.functions.call(event.as_user(USER)).await
     }
 
     async fn ingest(&self, event: Event) -> (u16, Value) {
         let event = event.header("authorization", &format!("Bearer {}", self.key));
-        let response = ingest::handle(&self.ingest, event.request()).await;
-        (response.status().as_u16(), body_json(&response))
+        self.functions.call(event).await
     }
 }
 
@@ -76,13 +69,14 @@ async fn bodies_that_are_too_big_or_too_deep_or_not_text() {
         let (got, body) = api.ingest(event).await;
         assert_eq!(got, status, "{what}: {body}");
     }
-    let response = clerk_webhook::handle(
-        &api.webhook,
-        Event::load("clerk-webhook-user-created")
-            .body(&ten_mb)
-            .request(),
-    )
-    .await;
+    let response = api
+        .functions
+        .handle(
+            Event::load("clerk-webhook-user-created")
+                .body(&ten_mb)
+                .request(),
+        )
+        .await;
     assert_eq!(response.status(), 413);
     assert_eq!(
         api.test.count("devices").await,
@@ -194,12 +188,7 @@ async fn duplicate_keys_huge_numbers_and_lying_content_types_are_refused() {
     let limit = Event::load("devices-list")
         .as_user(USER)
         .query(&format!("limit={digits}"));
-    assert_eq!(
-        devices::handle(&api.devices, limit.request())
-            .await
-            .status(),
-        400
-    );
+    assert_eq!(api.functions.handle(limit.request()).await.status(), 400);
     // JSON sent under another content type is refused, on every route that reads a body.
     let good = json!({"readings": [{"metric": "t", "value": 1}]});
     for content_type in [
@@ -249,14 +238,15 @@ async fn metacharacters_are_stored_and_returned_literally() {
         assert_eq!(status, 201, "{name}: {created}");
         assert_eq!(created["name"], name);
         let id = created["id"].as_str().unwrap();
-        let got = devices::handle(
-            &api.devices,
-            Event::load("devices-get")
-                .as_user(USER)
-                .at("GET", &format!("/v1/devices/{id}"))
-                .request(),
-        )
-        .await;
+        let got = api
+            .functions
+            .handle(
+                Event::load("devices-get")
+                    .as_user(USER)
+                    .at("GET", &format!("/v1/devices/{id}"))
+                    .request(),
+            )
+            .await;
         assert_eq!(body_json(&got)["name"], name);
     }
     assert_eq!(
@@ -274,7 +264,7 @@ async fn header_names_in_odd_case_still_count() {
     let mut event = Event::load("devices-list").without_header("authorization");
     event = event.header("AUTHORIZATION", &format!("Bearer {token}"));
     let request = event.request();
-    assert_eq!(devices::handle(&api.devices, request).await.status(), 200);
+    assert_eq!(api.functions.handle(request).await.status(), 200);
     let raw = Event::load("devices-list")
         .without_header("authorization")
         .json()
@@ -282,15 +272,10 @@ async fn header_names_in_odd_case_still_count() {
     let mut raw = raw;
     raw["headers"]["Authorization"] = format!("Bearer {token}").into();
     let request = lambda_http::request::from_str(&raw.to_string()).unwrap();
-    assert_eq!(devices::handle(&api.devices, request).await.status(), 200);
+    assert_eq!(api.functions.handle(request).await.status(), 200);
     // A session cookie beside a bad Authorization header does not rescue it.
     let event = Event::load("devices-list")
         .header("authorization", "Bearer garbage")
         .header("cookie", &format!("__session={token}"));
-    assert_eq!(
-        devices::handle(&api.devices, event.request())
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(api.functions.handle(event.request()).await.status(), 401);
 }

@@ -2,10 +2,11 @@
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tests::{Event, TestDb, assert_error, body_json, connect, env};
+use tests::Expect::{Bad, Invalid, TooLarge, Unauthorized, WrongMethod};
+use tests::{Event, Functions, TestDb, check_refusals, connect, env};
 
-fn state(test: &TestDb) -> ingest::State {
-    ingest::State::new(&test.config(&[])).unwrap()
+fn state(test: &TestDb) -> Functions {
+    Functions::new(&test.config(&[]))
 }
 
 fn batch_event(key: &str, body: &Value) -> Event {
@@ -14,9 +15,8 @@ fn batch_event(key: &str, body: &Value) -> Event {
         .json_body(body)
 }
 
-async fn send(state: &ingest::State, key: &str, body: &Value) -> (u16, Value) {
-    let response = ingest::handle(state, batch_event(key, body).request()).await;
-    (response.status().as_u16(), body_json(&response))
+async fn send(functions: &Functions, key: &str, body: &Value) -> (u16, Value) {
+    functions.call(batch_event(key, body)).await
 }
 
 fn at(base: DateTime<Utc>, seconds: i64) -> String {
@@ -167,15 +167,11 @@ async fn decimals_round_trip_exactly() {
         {"metric": "c", "value": -0.000001, "recorded_at": "2026-11-20T00:00:00Z"},
         {"metric": "d", "value": 1e3, "recorded_at": "2026-11-20T00:00:00Z"}
     ]}"#;
-    let response = ingest::handle(
-        &state(&test),
-        Event::load("ingest")
-            .header("authorization", &format!("Bearer {key}"))
-            .body(body)
-            .request(),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    let event = Event::load("ingest")
+        .header("authorization", &format!("Bearer {key}"))
+        .body(body);
+    let (status, _) = state(&test).call(event).await;
+    assert_eq!(status, 200);
     let stored: Vec<String> = test
         .direct
         .query(
@@ -215,182 +211,39 @@ async fn every_bad_input_is_refused_and_writes_nothing() {
         "x".repeat(1024 * 1024)
     );
 
-    let cases: Vec<(&str, Event, u16, &str, Option<&str>)> = vec![
-        ("not JSON", event("readings: 1"), 400, "bad_request", None),
-        ("JSON but an array", event("[]"), 400, "bad_request", None),
-        (
-            "invalid UTF-8",
-            event("").binary_body(b"{\"readings\": [{\"metric\": \"\xff\", \"value\": 1}]}"),
-            400,
-            "bad_request",
-            None,
-        ),
-        (
-            "readings missing",
-            json_event(&json!({})),
-            422,
-            "validation_failed",
-            Some("readings"),
-        ),
-        (
-            "readings empty",
-            json_event(&json!({"readings": []})),
-            422,
-            "validation_failed",
-            Some("readings"),
-        ),
-        (
-            "1001 readings",
-            json_event(&json!({"readings": vec![ok.clone(); 1001]})),
-            422,
-            "validation_failed",
-            Some("readings"),
-        ),
-        (
-            "body over 1 MiB",
-            event(&huge),
-            413,
-            "payload_too_large",
-            None,
-        ),
-        (
-            "metric empty",
-            json_event(&with("metric", json!(""))),
-            422,
-            "validation_failed",
-            Some("readings[0].metric"),
-        ),
-        (
-            "metric 65 chars",
-            json_event(&with("metric", json!("m".repeat(65)))),
-            422,
-            "validation_failed",
-            Some("readings[0].metric"),
-        ),
-        (
-            "metric with a space",
-            json_event(&with("metric", json!("room temp"))),
-            422,
-            "validation_failed",
-            Some("readings[0].metric"),
-        ),
-        (
-            "value true",
-            json_event(&with("value", json!(true))),
-            422,
-            "validation_failed",
-            Some("readings[0].value"),
-        ),
-        (
-            "value null",
-            json_event(&with("value", Value::Null)),
-            422,
-            "validation_failed",
-            Some("readings[0].value"),
-        ),
-        (
-            "value abc",
-            json_event(&with("value", json!("abc"))),
-            422,
-            "validation_failed",
-            Some("readings[0].value"),
-        ),
-        (
-            "value NaN",
-            json_event(&with("value", json!("NaN"))),
-            422,
-            "validation_failed",
-            Some("readings[0].value"),
-        ),
-        (
-            "value 1e400",
-            event(r#"{"readings": [{"metric": "t", "value": 1e400}]}"#),
-            422,
-            "validation_failed",
-            Some("readings[0].value"),
-        ),
-        (
-            "recorded_at yesterday",
-            json_event(&with("recorded_at", json!("yesterday"))),
-            422,
-            "validation_failed",
-            Some("readings[0].recorded_at"),
-        ),
-        (
-            "recorded_at naive",
-            json_event(&with("recorded_at", json!("2026-11-20T00:00:00"))),
-            422,
-            "validation_failed",
-            Some("readings[0].recorded_at"),
-        ),
-        (
-            "recorded_at 6 minutes ahead",
-            json_event(&with("recorded_at", json!(future(6)))),
-            422,
-            "validation_failed",
-            Some("readings[0].recorded_at"),
-        ),
-        (
-            "the bad one is named, not the first",
-            json_event(
-                &json!({"readings": [ok.clone(), ok.clone(), {"metric": "t", "value": "x"}]}),
-            ),
-            422,
-            "validation_failed",
-            Some("readings[2].value"),
-        ),
-        (
-            "unknown key",
-            json_event(&one(ok.clone())).header(
-                "authorization",
-                "Bearer dk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-            ),
-            401,
-            "unauthorized",
-            None,
-        ),
-        (
-            "malformed key",
-            json_event(&one(ok.clone())).header("authorization", "Bearer hunter2"),
-            401,
-            "unauthorized",
-            None,
-        ),
-        (
-            "a session token",
-            json_event(&one(ok.clone())).header(
-                "authorization",
-                &format!("Bearer {}", tests::clerk::token("user_a")),
-            ),
-            401,
-            "unauthorized",
-            None,
-        ),
-        (
-            "no Authorization",
-            json_event(&one(ok.clone())).without_header("authorization"),
-            401,
-            "unauthorized",
-            None,
-        ),
-        (
-            "wrong method",
-            json_event(&one(ok.clone())).at("GET", "/v1/ingest"),
-            405,
-            "method_not_allowed",
-            None,
-        ),
+    let with_key = |key: &str| json_event(&one(ok.clone())).header("authorization", key);
+    let session = format!("Bearer {}", tests::clerk::token("user_a"));
+    let invalid_utf8 = b"{\"readings\": [{\"metric\": \"\xff\", \"value\": 1}]}";
+    let third_bad = json!({"readings": [ok.clone(), ok.clone(), {"metric": "t", "value": "x"}]});
+    #[rustfmt::skip]
+    let cases = [
+        (event("readings: 1"), Bad),
+        (event("[]"), Bad),
+        (event("").binary_body(invalid_utf8), Bad),
+        (json_event(&json!({})), Invalid("readings")),
+        (json_event(&json!({"readings": []})), Invalid("readings")),
+        (json_event(&json!({"readings": vec![ok.clone(); 1001]})), Invalid("readings")),
+        (event(&huge), TooLarge),
+        (json_event(&with("metric", json!(""))), Invalid("readings[0].metric")),
+        (json_event(&with("metric", json!("m".repeat(65)))), Invalid("readings[0].metric")),
+        (json_event(&with("metric", json!("room temp"))), Invalid("readings[0].metric")),
+        (json_event(&with("value", json!(true))), Invalid("readings[0].value")),
+        (json_event(&with("value", Value::Null)), Invalid("readings[0].value")),
+        (json_event(&with("value", json!("abc"))), Invalid("readings[0].value")),
+        (json_event(&with("value", json!("NaN"))), Invalid("readings[0].value")),
+        (event(r#"{"readings": [{"metric": "t", "value": 1e400}]}"#), Invalid("readings[0].value")),
+        (json_event(&with("recorded_at", json!("yesterday"))), Invalid("readings[0].recorded_at")),
+        (json_event(&with("recorded_at", json!("2026-11-20T00:00:00"))), Invalid("readings[0].recorded_at")),
+        (json_event(&with("recorded_at", json!(future(6)))), Invalid("readings[0].recorded_at")),
+        // The bad one is named, not the first.
+        (json_event(&third_bad), Invalid("readings[2].value")),
+        (with_key("Bearer dk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), Unauthorized),
+        (with_key("Bearer hunter2"), Unauthorized),
+        (with_key(&session), Unauthorized),
+        (json_event(&one(ok.clone())).without_header("authorization"), Unauthorized),
+        (json_event(&one(ok.clone())).at("GET", "/v1/ingest"), WrongMethod),
     ];
-    for (what, event, status, code, field) in cases {
-        let response = ingest::handle(&state, event.request()).await;
-        assert_eq!(
-            response.status().as_u16(),
-            status,
-            "{what}: {}",
-            body_json(&response)
-        );
-        assert_error(&response, status, code, field);
-    }
+    check_refusals(&Functions::new(&test.config(&[])), cases).await;
     assert_eq!(test.count("sensor_readings").await, 0);
     let row = test
         .direct

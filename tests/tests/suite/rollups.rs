@@ -9,7 +9,8 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rollups::Bucket;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use tests::{Event, TestDb, assert_error, body_json};
+use tests::Expect::{BadParam, Invalid, NotFound, Unauthorized, WrongMethod};
+use tests::{Event, Functions, TestDb, body_json, check_refusals};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -30,7 +31,7 @@ fn q(t: DateTime<Utc>) -> String {
 
 struct Fixture {
     test: TestDb,
-    state: rollups::State,
+    functions: Functions,
     device: Uuid,
     key: String,
 }
@@ -38,10 +39,10 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let test = TestDb::new().await;
     let (device, key) = test.device(OWNER).await;
-    let state = rollups::State::new(&test.config(&[])).unwrap();
+    let functions = Functions::new(&test.config(&[]));
     Fixture {
         test,
-        state,
+        functions,
         device,
         key,
     }
@@ -57,8 +58,7 @@ impl Fixture {
             .as_user(user)
             .at("GET", &format!("/v1/devices/{device}/{view}"))
             .query(query);
-        let response = rollups::handle(&self.state, event.request()).await;
-        (response.status().as_u16(), body_json(&response))
+        self.functions.call(event).await
     }
 
     /// Through the real ingest handler, in batches of up to 1000.
@@ -345,32 +345,26 @@ async fn other_users_and_unknown_devices_are_not_found() {
     let f = fixture().await;
     f.ingest(&[("t".into(), Decimal::ONE, t("2026-11-26T10:00:00Z"))])
         .await;
+    let functions = &f.functions;
+    let get = |user: &str, device: &str, view: &str| {
+        let path = format!("/v1/devices/{device}/{view}");
+        Event::load("rollups")
+            .as_user(user)
+            .at("GET", &path)
+            .query("metric=t")
+    };
+    let (device, unknown) = (f.device.to_string(), Uuid::new_v4().to_string());
+    let mut cases = Vec::new();
     for view in ["rollups", "readings", "latest"] {
-        let query = "metric=t";
-        let (status, body) = f.get_as("user_other", f.device, view, query).await;
-        assert_eq!(status, 404, "{view}: {body}");
-        assert_eq!(body["error"]["code"], "not_found");
-        let (status, _) = f.get_as(OWNER, Uuid::new_v4(), view, query).await;
-        assert_eq!(status, 404, "{view}");
-        let event = Event::load("rollups")
-            .as_user(OWNER)
-            .at("GET", &format!("/v1/devices/not-a-uuid/{view}"));
-        assert_error(
-            &rollups::handle(&f.state, event.request()).await,
-            404,
-            "not_found",
-            None,
-        );
-        let event = Event::load("rollups")
-            .at("GET", &format!("/v1/devices/{}/{view}", f.device))
-            .without_header("authorization");
-        assert_error(
-            &rollups::handle(&f.state, event.request()).await,
-            401,
-            "unauthorized",
-            None,
-        );
+        cases.push((get("user_other", &device, view), NotFound));
+        cases.push((get(OWNER, &unknown, view), NotFound));
+        cases.push((get(OWNER, "not-a-uuid", view), NotFound));
+        cases.push((
+            get(OWNER, &device, view).without_header("authorization"),
+            Unauthorized,
+        ));
     }
+    check_refusals(functions, cases).await;
 }
 
 #[tokio::test]
@@ -380,106 +374,44 @@ async fn bad_parameters_are_refused() {
     let mut bytes = (-377_000_000_000_000_000i64).to_be_bytes().to_vec();
     bytes.extend_from_slice(b"t");
     let ancient = format!("cursor={}", URL_SAFE_NO_PAD.encode(bytes));
-    let cases = [
-        ("rollups", "bucket=1h", 422, "validation_failed", "metric"),
-        (
-            "rollups",
-            "metric=a%20b",
-            422,
-            "validation_failed",
-            "metric",
-        ),
-        (
-            "rollups",
-            "metric=t&bucket=2h",
-            422,
-            "validation_failed",
-            "bucket",
-        ),
-        (
-            "rollups",
-            "metric=t&from=2026-11-26T10:00:00Z&to=2026-11-26T10:00:00Z",
-            422,
-            "validation_failed",
-            "from",
-        ),
-        (
-            "rollups",
-            "metric=t&from=2026-11-27T00:00:00Z&to=2026-11-26T00:00:00Z",
-            422,
-            "validation_failed",
-            "from",
-        ),
-        (
-            "rollups",
-            "metric=t&bucket=1m&from=2026-11-01T00:00:00Z&to=2026-11-08T00:00:00Z",
-            422,
-            "validation_failed",
-            "bucket",
-        ),
-        (
-            "rollups",
-            "metric=t&from=yesterday",
-            400,
-            "bad_request",
-            "from",
-        ),
-        (
-            "rollups",
-            "metric=t&to=2026-11-26T10:00:00",
-            400,
-            "bad_request",
-            "to",
-        ),
-        ("readings", "limit=ten", 400, "bad_request", "limit"),
-        ("readings", "limit=1001", 422, "validation_failed", "limit"),
-        ("readings", "limit=0", 422, "validation_failed", "limit"),
-        ("readings", "cursor=%%%", 400, "bad_request", "cursor"),
-        ("readings", &ancient, 400, "bad_request", "cursor"),
-        // Unix milliseconds reach past what RFC 3339 (and, before 4713 BC, Postgres) can hold.
-        (
-            "readings",
-            "from=-377000000000000",
-            422,
-            "validation_failed",
-            "from",
-        ),
-        (
-            "readings",
-            "from=0&to=253402300800000",
-            422,
-            "validation_failed",
-            "to",
-        ),
-        (
-            "rollups",
-            "metric=t&bucket=1d&from=-62167219200001&to=0",
-            422,
-            "validation_failed",
-            "from",
-        ),
-        (
-            "readings",
-            "from=2026-13-01T00:00:00Z",
-            400,
-            "bad_request",
-            "from",
-        ),
-    ];
-    for (view, query, status, code, field) in cases {
-        let event = Event::load("rollups")
+    // A cursor whose metric holds NUL, which Postgres cannot take (it was a 500).
+    let mut bytes = 1_795_687_200_000_000i64.to_be_bytes().to_vec();
+    bytes.extend_from_slice(b"t\0");
+    let nul_metric = format!("cursor={}", URL_SAFE_NO_PAD.encode(bytes));
+    let functions = &f.functions;
+    let get = |view: &str, query: &str| {
+        let path = format!("/v1/devices/{}/{view}", f.device);
+        Event::load("rollups")
             .as_user(OWNER)
-            .at("GET", &format!("/v1/devices/{}/{view}", f.device))
-            .query(query);
-        let response = rollups::handle(&f.state, event.request()).await;
-        assert_eq!(
-            response.status().as_u16(),
-            status,
-            "{view}?{query}: {}",
-            body_json(&response)
-        );
-        assert_error(&response, status, code, Some(field));
-    }
+            .at("GET", &path)
+            .query(query)
+    };
+    let rollups = |query: &str| get("rollups", query);
+    let readings = |query: &str| get("readings", query);
+    #[rustfmt::skip]
+    let cases = [
+        (rollups("bucket=1h"), Invalid("metric")),
+        (rollups("metric=a%20b"), Invalid("metric")),
+        (rollups("metric=t&bucket=2h"), Invalid("bucket")),
+        (rollups("metric=t&from=2026-11-26T10:00:00Z&to=2026-11-26T10:00:00Z"), Invalid("from")),
+        (rollups("metric=t&from=2026-11-27T00:00:00Z&to=2026-11-26T00:00:00Z"), Invalid("from")),
+        (rollups("metric=t&bucket=1m&from=2026-11-01T00:00:00Z&to=2026-11-08T00:00:00Z"), Invalid("bucket")),
+        (rollups("metric=t&from=yesterday"), BadParam("from")),
+        (rollups("metric=t&to=2026-11-26T10:00:00"), BadParam("to")),
+        (readings("limit=ten"), BadParam("limit")),
+        (readings("limit=1001"), Invalid("limit")),
+        (readings("limit=0"), Invalid("limit")),
+        (readings("cursor=%%%"), BadParam("cursor")),
+        (readings(&ancient), BadParam("cursor")),
+        (readings(&nul_metric), BadParam("cursor")),
+        // Unix milliseconds reach past what RFC 3339 (and, before 4713 BC, Postgres) can hold.
+        (readings("from=-377000000000000"), Invalid("from")),
+        (readings("from=0&to=253402300800000"), Invalid("to")),
+        (rollups("metric=t&bucket=1d&from=-62167219200001&to=0"), Invalid("from")),
+        (readings("from=2026-13-01T00:00:00Z"), BadParam("from")),
+        (get("latest", "").at("POST", &format!("/v1/devices/{}/latest", f.device)), WrongMethod),
+    ];
+    check_refusals(functions, cases).await;
     // 10,000 one-minute buckets is the limit, not past it; a `+` offset that arrived as a space
     // is forgiven.
     let (status, _) = f
@@ -498,15 +430,6 @@ async fn bad_parameters_are_refused() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["from"], "2026-11-26T09:00:00Z");
     assert_eq!(body["to"], "2026-11-26T10:00:00Z");
-    let event = Event::load("rollups")
-        .as_user(OWNER)
-        .at("POST", &format!("/v1/devices/{}/latest", f.device));
-    assert_error(
-        &rollups::handle(&f.state, event.request()).await,
-        405,
-        "method_not_allowed",
-        None,
-    );
 }
 
 #[tokio::test]
