@@ -19,10 +19,15 @@ stack_pg_bin() {
     dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)"
 }
 
+# PgBouncer: on PATH, or where Debian puts it (/usr/sbin is not on every user's PATH).
+stack_pgbouncer_bin() {
+    command -v pgbouncer 2>/dev/null || echo /usr/sbin/pgbouncer
+}
+
 stack_install() {
     local missing=()
     [ -x "$(stack_pg_bin)/initdb" ] || missing+=(postgresql)
-    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+    [ -x "$(stack_pgbouncer_bin)" ] || missing+=(pgbouncer)
     if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" != 0 ]; then
             echo "stack: please install ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
@@ -45,9 +50,8 @@ stack_free_port() {
 
 stack_start() {
     local pool_size=${1:-4}
-    local bin pgbouncer
+    local bin
     bin=$(stack_pg_bin)
-    pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     STACK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/iot-stack.XXXXXX")
     chmod 755 "$STACK_DIR"
     [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR"
@@ -102,13 +106,9 @@ logfile = $STACK_DIR/pgbouncer.log
 pidfile = $STACK_DIR/pgbouncer.pid
 CONF
     [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR"/*.ini "$STACK_DIR"/*.txt
-    stack_as_owner "$pgbouncer" -d "$STACK_DIR/pgbouncer.ini" ||
+    stack_as_owner "$(stack_pgbouncer_bin)" -d "$STACK_DIR/pgbouncer.ini" ||
         { cat "$STACK_DIR/pgbouncer.log" >&2; return 1; }
-    local i
-    for i in $(seq 1 50); do
-        "$bin/pg_isready" -q -h 127.0.0.1 -p "$STACK_BOUNCER_PORT" -d postgres && break
-        sleep 0.1
-    done
+    stack_wait_ready "$STACK_BOUNCER_PORT" "$STACK_DIR/pgbouncer.log"
 
     STACK_DIRECT_BASE="postgres://postgres@127.0.0.1:$STACK_PG_PORT"
     STACK_POOLED_BASE="postgres://postgres@127.0.0.1:$STACK_BOUNCER_PORT"
@@ -134,9 +134,8 @@ stack_test_env() {
 # A second PgBouncer on the same cluster with another pool size (the connection-ceiling test
 # uses one with 10 server connections). Exports STACK_POOL<size>_BASE.
 stack_extra_bouncer() {
-    local size=$1 port pgbouncer
+    local size=$1 port
     port=$(stack_free_port)
-    pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     sed -e "s/^listen_port = .*/listen_port = $port/" \
         -e "s/^default_pool_size = .*/default_pool_size = $size/" \
         -e "s|^logfile = .*|logfile = $STACK_DIR/pgbouncer-$size.log|" \
@@ -144,9 +143,23 @@ stack_extra_bouncer() {
         -e "s|^unix_socket_dir = .*|unix_socket_dir =|" \
         "$STACK_DIR/pgbouncer.ini" >"$STACK_DIR/pgbouncer-$size.ini"
     [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR/pgbouncer-$size.ini"
-    stack_as_owner "$pgbouncer" -d "$STACK_DIR/pgbouncer-$size.ini" ||
+    stack_as_owner "$(stack_pgbouncer_bin)" -d "$STACK_DIR/pgbouncer-$size.ini" ||
         { cat "$STACK_DIR/pgbouncer-$size.log" >&2; return 1; }
+    stack_wait_ready "$port" "$STACK_DIR/pgbouncer-$size.log"
     export "STACK_POOL${size}_BASE=postgres://postgres@127.0.0.1:$port"
+}
+
+# Waits up to 5 s for a PgBouncer on port $1 to answer; if it never does, prints its log ($2)
+# and fails, rather than letting every test fail later with "connection refused".
+stack_wait_ready() {
+    local port=$1 log=$2 i
+    for i in $(seq 1 50); do
+        "$(stack_pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$port" -d postgres && return 0
+        sleep 0.1
+    done
+    echo "stack: PgBouncer on port $port did not answer within 5 s; its log:" >&2
+    cat "$log" >&2 2>/dev/null || true
+    return 1
 }
 
 # psql on the direct port, as postgres.
