@@ -80,6 +80,14 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// The constraint the server named, when it refused the statement for one.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            Self::Query(e) => e.as_db_error()?.constraint(),
+            Self::Unavailable(_) | Self::RowCount(_) => None,
+        }
+    }
+
     /// The SQLSTATE, when the server refused the statement.
     pub fn code(&self) -> Option<&SqlState> {
         match self {

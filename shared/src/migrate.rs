@@ -21,6 +21,12 @@ pub async fn run(url: &Secret) -> Result<Vec<String>, MigrateError> {
     let mut client = db::connect_direct(url)
         .await
         .map_err(|e| MigrateError::Connect(e.to_string()))?;
+    // The database's own bounds (V4) are for the API's short statements; a migration may rewrite
+    // a large table. This is a direct session, so a session setting is fine here.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .await
+        .map_err(|e| MigrateError::Connect(e.to_string()))?;
     let report = migrations::runner()
         .set_abort_divergent(true)
         .run_async(&mut client)

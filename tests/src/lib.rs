@@ -41,12 +41,22 @@ impl TestDb {
     async fn create(template: Option<&str>) -> Self {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let admin = connect(&format!("{}/postgres", env("TEST_DIRECT_BASE"))).await;
-        let template = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
+        let from = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
         admin
-            .batch_execute(&format!("CREATE DATABASE {name}{template}"))
+            .batch_execute(&format!("CREATE DATABASE {name}{from}"))
             .await
             .expect("create test database");
+        if let Some(template) = template {
+            copy_database_settings(&admin, template, &name).await;
+        }
         let direct = connect(&format!("{}/{name}", env("TEST_DIRECT_BASE"))).await;
+        // Setting up and checking may bulk-load millions of rows: not under the API's bounds.
+        direct
+            .batch_execute(
+                "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0",
+            )
+            .await
+            .expect("lift the bounds for the direct connection");
         Self { name, direct }
     }
 
@@ -125,6 +135,29 @@ impl TestDb {
             .await
             .expect("count rows")
             .get(0)
+    }
+}
+
+/// `CREATE DATABASE … TEMPLATE` copies the schema but not the settings the migrations set for
+/// the database (`ALTER DATABASE … SET`: jit, statement_timeout, …); copy them, so that each
+/// test's database behaves like the deployed one.
+async fn copy_database_settings(admin: &Client, template: &str, name: &str) {
+    let rows = admin
+        .query(
+            "SELECT unnest(s.setconfig) FROM pg_db_role_setting s
+             JOIN pg_database d ON d.oid = s.setdatabase
+             WHERE d.datname = $1 AND s.setrole = 0",
+            &[&template],
+        )
+        .await
+        .expect("read the template's settings");
+    for row in rows {
+        let setting: String = row.get(0);
+        let (key, value) = setting.split_once('=').expect("name=value");
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} SET {key} = '{value}'"))
+            .await
+            .expect("copy a database setting");
     }
 }
 

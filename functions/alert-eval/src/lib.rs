@@ -1,36 +1,83 @@
 //! The scheduled evaluation of every alert rule (function `alert-eval`), once a minute.
 //!
-//! One pass, one SQL statement over all rules (see `sql.rs` for the semantics and
-//! `rule.rs` for the same logic in plain Rust). Overlapping passes are harmless: there is never
-//! more than one firing alert per rule, and a pass over unchanged data changes nothing.
+//! A pass is a few kinds of short statements (see `sql.rs` for the algorithm and `rule.rs` for
+//! the same logic in plain Rust): build the state of new and changed rules, fold the readings that
+//! arrived since the previous pass into the rules' states (raising and resolving alerts at the
+//! readings where conditions begin and end), fire `absent` rules, and mark quiet devices offline.
+//! Each step works in bounded chunks, each its own transaction, within a time budget; what does
+//! not fit is left for the next pass and counted in `rules_pending`. Overlapping passes take turns
+//! chunk by chunk and add up to what one pass would do.
 
 pub mod rule;
 pub mod sql;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use shared::config::Config;
-use shared::db::{Db, DbError, Timeouts};
+use shared::db::{Db, DbError, Idempotence, Timeouts, Tx};
+use tokio_postgres::error::SqlState;
 
-/// A pass over 100k rules takes well under a second; give it most of the function's 60 s.
-pub const PASS_TIMEOUT: Duration = Duration::from_secs(50);
+/// Where "now" comes from: the system clock in Lambda, a chosen time in tests.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How a pass spends its invocation (the function's timeout is 60 s).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// No new chunk starts after this much of the invocation.
+    pub time: Duration,
+    /// One chunk, on the server (`statement_timeout`, raised for the chunk's transaction only);
+    /// the client gives up a little before (`Timeouts::statement`).
+    pub chunk_timeout: Duration,
+    /// Rules built per chunk at first; halved after a slow or cancelled chunk, doubled after a quick one.
+    pub build_chunk: i64,
+    /// Readings folded per chunk.
+    pub arrival_chunk: i64,
+    /// Arrivals are folded up to this long before now (and never past the database's clock less
+    /// this): every ingest statement that began before then has finished (the server bounds it at
+    /// 12 s), so no reading becomes visible behind the progress mark. `absent` rules are judged as
+    /// of then too.
+    pub arrival_margin: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_secs(35),
+            chunk_timeout: Duration::from_secs(17),
+            build_chunk: 2_000,
+            arrival_chunk: 50_000,
+            arrival_margin: Duration::from_secs(15),
+        }
+    }
+}
 
 /// Built once per cold start.
 pub struct State {
     pub db: Db,
     pub offline_after: Duration,
+    pub budget: Budget,
+    pub clock: Clock,
 }
 
 impl State {
     pub fn new(config: &Config) -> Result<Self, DbError> {
+        Self::with(config, Budget::default(), Arc::new(Utc::now))
+    }
+
+    pub fn with(config: &Config, budget: Budget, clock: Clock) -> Result<Self, DbError> {
         let timeouts = Timeouts {
-            statement: PASS_TIMEOUT,
+            statement: budget.chunk_timeout - Duration::from_secs(2),
             ..Timeouts::default()
         };
         Ok(Self {
             db: Db::with_timeouts(&config.database_url, timeouts)?,
             offline_after: config.offline_after,
+            budget,
+            clock,
         })
     }
 }
@@ -38,32 +85,183 @@ impl State {
 /// What one pass did; returned to the caller and logged.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// Rules whose verdict this pass brought up to date (built, or with new readings).
     pub rules_evaluated: i64,
     pub fired: i64,
     pub resolved: i64,
     pub devices_offline: i64,
+    /// Rules left for the next pass (not built yet, or with readings not folded yet).
+    pub rules_pending: i64,
     pub duration_ms: u64,
+}
+
+impl Summary {
+    fn add(&mut self, step: sql::Step) {
+        self.rules_evaluated += step.rules;
+        self.fired += step.fired;
+        self.resolved += step.resolved;
+    }
 }
 
 /// Takes the EventBridge scheduled event, or any JSON (a manual `cargo lambda invoke`): the
 /// event's content does not matter, the pass always evaluates "now".
 pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary, DbError> {
     let started = Instant::now();
-    let evaluated = sql::evaluate(&state.db, state.offline_after).await?;
-    let summary = Summary {
-        rules_evaluated: evaluated.rules_evaluated,
-        fired: evaluated.fired,
-        resolved: evaluated.resolved,
-        devices_offline: evaluated.devices_offline,
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
+    let now = (state.clock)();
+    let budget = state.budget;
+    let horizon = now - TimeDelta::from_std(budget.arrival_margin).unwrap_or_default();
+    let in_time = || started.elapsed() < budget.time;
+    let mut summary = Summary::default();
+    let mut complete = true;
+
+    // New and changed rules, cheapest first, in chunks sized by how long the last one took.
+    let mut chunk = budget.build_chunk;
+    loop {
+        if !in_time() {
+            complete = false;
+            break;
+        }
+        let step_started = Instant::now();
+        let step = chunked(state, "build", |tx| async move {
+            sql::lock_progress(&tx).await?;
+            sql::build(&tx, now, chunk).await
+        })
+        .await?;
+        let Some(step) = step else {
+            chunk = (chunk / 2).max(1);
+            continue;
+        };
+        summary.add(step);
+        chunk = resize(chunk, step_started.elapsed(), budget.build_chunk);
+        if !step.full {
+            break;
+        }
+    }
+
+    // Readings that arrived since the previous pass.
+    while in_time() {
+        let step = chunked(state, "arrivals", |tx| async move {
+            let after = sql::lock_progress(&tx).await?;
+            sql::fold_arrivals(
+                &tx,
+                after,
+                horizon,
+                budget.arrival_chunk,
+                now,
+                budget.arrival_margin,
+            )
+            .await
+        })
+        .await?;
+        match step {
+            Some((step, _through)) => {
+                summary.add(step);
+                if !step.full {
+                    break;
+                }
+            }
+            None => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    if !in_time() {
+        complete = false;
+    }
+
+    // Silences can only be judged once every arrival up to the horizon is folded.
+    if complete {
+        summary.fired += chunked(state, "absent", |tx| async move {
+            sql::absent(&tx, now, horizon).await
+        })
+        .await?
+        .unwrap_or_default();
+    }
+    summary.devices_offline += chunked(state, "offline", |tx| async move {
+        sql::offline(&tx, now, state.offline_after).await
+    })
+    .await?
+    .unwrap_or_default();
+    chunked(state, "forget deleted rules", |tx| async move {
+        sql::forget_deleted(&tx).await
+    })
+    .await?;
+    if !complete {
+        summary.rules_pending = chunked(state, "pending", |tx| async move {
+            sql::pending(&tx, horizon).await
+        })
+        .await?
+        .unwrap_or_default();
+    }
+
+    summary.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         rules_evaluated = summary.rules_evaluated,
         fired = summary.fired,
         resolved = summary.resolved,
         devices_offline = summary.devices_offline,
+        rules_pending = summary.rules_pending,
         duration_ms = summary.duration_ms,
         "alert evaluation"
     );
     Ok(summary)
+}
+
+/// One chunk in its own transaction with the raised statement bound. A chunk that meets a
+/// deadlock, a serialization failure, a lock wait past `lock_timeout` or its statement bound is
+/// tried once more; if it fails again, the step is left for the next pass (`Ok(None)`) instead of
+/// losing the whole pass. Any other error is a bug and ends the pass.
+async fn chunked<T, F, Fut>(state: &State, what: &str, work: F) -> Result<Option<T>, DbError>
+where
+    F: Fn(Tx) -> Fut,
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    for attempt in 1..=2 {
+        let result = state
+            .db
+            .transaction(Idempotence::Idempotent, |tx| {
+                let work = &work;
+                async move {
+                    sql::raise_timeout(&tx, state.budget.chunk_timeout).await?;
+                    work(tx).await
+                }
+            })
+            .await;
+        match result {
+            Ok(value) => return Ok(Some(value)),
+            Err(error) if is_transient(&error) => {
+                tracing::warn!(%error, attempt, step = what, "evaluation chunk failed, retrying once");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    tracing::warn!(
+        step = what,
+        "evaluation chunk failed twice, left for the next pass"
+    );
+    Ok(None)
+}
+
+fn is_transient(error: &DbError) -> bool {
+    [
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::QUERY_CANCELED,
+    ]
+    .iter()
+    .any(|code| error.code() == Some(code))
+}
+
+/// The next build chunk: half after a chunk that took over 2 s, double (up to the configured
+/// size) after one under half a second.
+fn resize(chunk: i64, took: Duration, max: i64) -> i64 {
+    if took > Duration::from_secs(2) {
+        (chunk / 2).max(1)
+    } else if took < Duration::from_millis(500) {
+        (chunk * 2).min(max)
+    } else {
+        chunk
+    }
 }

@@ -1,5 +1,6 @@
 //! The rule logic in plain Rust: a metric's reading history and a rule → what the evaluation
-//! does. The SQL in `sql.rs` computes the same thing set-based; the tests check they agree.
+//! does ([`evaluate`]), and what a sequence of passes does as readings arrive ([`Replay`]). The
+//! SQL in `sql.rs` computes the same thing set-based and incrementally; the tests check they agree.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
@@ -52,6 +53,89 @@ pub fn evaluate(history: &[(DateTime<Utc>, Decimal)], rule: &Rule) -> Verdict {
     Verdict {
         breaching: held.then_some(latest),
         clears,
+    }
+}
+
+/// An alert as the passes raise it: the reading times at which it fired and resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Episode {
+    pub fired_at: DateTime<Utc>,
+    pub value: Decimal,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// What a sequence of evaluation passes does for one rule, as readings arrive in any order and
+/// grouping: the first pass judges the rule on its latest reading; every later pass replays, in
+/// reading-time order, the readings newer than any it had judged, each judged on the readings
+/// present up to its time. Readings older than that only count for later judgements.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    rule: Rule,
+    present: Vec<(DateTime<Utc>, Decimal)>,
+    latest: Option<DateTime<Utc>>,
+    built: bool,
+    pub episodes: Vec<Episode>,
+}
+
+impl Replay {
+    pub fn new(rule: Rule) -> Self {
+        Self {
+            rule,
+            present: Vec::new(),
+            latest: None,
+            built: false,
+            episodes: Vec::new(),
+        }
+    }
+
+    /// The readings that arrived since the previous pass, then the pass.
+    pub fn pass(&mut self, arrived: &[(DateTime<Utc>, Decimal)]) {
+        self.present.extend_from_slice(arrived);
+        self.present.sort_by_key(|(at, _)| *at);
+        if !self.built {
+            // The first pass builds the rule's state on what is there: one judgement, at the latest.
+            self.built = true;
+            if let Some(&(at, _)) = self.present.last() {
+                self.judge(at);
+            }
+            return;
+        }
+        let mut newer: Vec<DateTime<Utc>> = arrived
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| self.latest.is_none_or(|latest| *at > latest))
+            .collect();
+        newer.sort();
+        for at in newer {
+            self.judge(at);
+        }
+    }
+
+    pub fn firing(&self) -> bool {
+        self.episodes
+            .last()
+            .is_some_and(|e| e.resolved_at.is_none())
+    }
+
+    /// Judges the rule with the reading at `at` as the latest.
+    fn judge(&mut self, at: DateTime<Utc>) {
+        let upto = self.present.partition_point(|(t, _)| *t <= at);
+        let verdict = evaluate(&self.present[..upto], &self.rule);
+        let firing = self.firing();
+        match (firing, verdict.breaching) {
+            (false, Some(value)) => self.episodes.push(Episode {
+                fired_at: at,
+                value,
+                resolved_at: None,
+            }),
+            (true, _) if verdict.clears => {
+                if let Some(open) = self.episodes.last_mut() {
+                    open.resolved_at = Some(at);
+                }
+            }
+            _ => {}
+        }
+        self.latest = Some(self.latest.map_or(at, |latest| latest.max(at)));
     }
 }
 

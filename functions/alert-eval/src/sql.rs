@@ -1,106 +1,462 @@
-//! The evaluation pass: one statement over all rules.
+//! The evaluation pass, in short statements whose cost is bounded by the rules and by the readings
+//! that arrived since the previous pass, never by `for_seconds` × reading density.
+//!
+//! **The verdict.** For a threshold rule and the readings of its series, let L be the newest
+//! reading time, N the newest time of a reading that does *not* breach, and P the newest reading
+//! time at or before L − `for_seconds`. The rule is breaching when the reading at L breaches, P
+//! exists and N < P: then every reading from P to L breaches, so the breaching run started at or
+//! before L − `for_seconds` (exactly the contract's condition, and `rule::evaluate`'s). L and N only
+//! grow as readings arrive, whatever their order, so they are kept per rule in `rule_state` and
+//! advanced from new readings; P is one backwards index probe.
+//!
+//! **Build** ([`build`]): a rule that is new or was changed gets its state from the table once:
+//! L, P and N over [P, L] (a scan bounded by the rule's own window, done once, in bounded chunks,
+//! cheapest rules first).
+//!
+//! **Arrivals** ([`fold_arrivals`]): readings are found by arrival time (`received_at`, BRIN), in
+//! chunks of at most a given count, up to a horizon a little in the past (every ingest statement
+//! that began before it has finished, see `Pass::arrival_margin`). Per rule, the readings newer than
+//! L are replayed in reading-time order: each one is a moment at which the rule is judged, so an
+//! alert fires (and resolves) at the reading where the condition began (and ended), whether the
+//! readings came live, an hour late in one batch, or in any order within a pass. Readings older
+//! than L cannot rewrite alerts already raised; they count for N, as a full recomputation would.
+//! An `absent` rule's alert resolves when a reading of its metric arrives.
+//!
+//! **Absent** ([`absent`]): fires for rules whose metric has had no arrival for `for_seconds`
+//! (judged as of the arrival horizon, up to which every arrival is folded).
+//!
+//! Writers of `rule_state` take turns on the `evaluation_progress` row (one short transaction per
+//! chunk, [`lock_progress`]): overlapping passes share the work and never replay a reading twice.
+//! Alerts are written only for rules whose rule, device and user rows this statement could lock
+//! (`FOR KEY SHARE … SKIP LOCKED`): a rule, device or user being deleted is skipped (its state is
+//! marked for rebuilding, in case the delete rolls back) instead of failing the pass on a foreign key.
 
-use std::time::Duration;
-
-use shared::db::{Db, DbError, Sql};
+use chrono::{DateTime, Utc};
+use shared::db::{DbError, Sql, Tx};
 use tokio_postgres::types::Type;
 
-/// Evaluates every rule, resolves, fires and marks devices offline, and counts what it did.
-///
-/// - `evaluation`: per rule, the latest reading of its metric (one backwards primary-key probe)
-///   and the verdict. A rule "held" its condition for `for_seconds` when no reading in
-///   [latest − for_seconds, latest] fails it and the newest reading at or before
-///   latest − for_seconds breaches too (then the breaching run reaches back that far). Both
-///   are index range scans bounded by `for_seconds` of history, so the cost grows with the
-///   number of rules, not with the readings stored. Rules without readings do nothing.
-/// - `resolved`: firing alerts whose rule clears. A concurrent pass that got there first has
-///   already changed the row, and this one's re-check of `status = 'firing'` skips it.
-/// - `fired`: one alert per breaching rule without a firing one; the partial unique index and
-///   `ON CONFLICT DO NOTHING` keep it to one even when passes overlap.
-/// - `offline`: online devices not heard from for `$1` seconds.
-///
-/// Safe to repeat: a second pass over the same data changes nothing.
-const EVALUATE: Sql = Sql::idempotent(
-    "WITH evaluation AS (
-         SELECT r.id AS rule_id, r.device_id, d.owner_id, r.metric, latest.value,
-                CASE
-                    WHEN latest.value IS NULL THEN false
-                    WHEN NOT reading_breaches(r.comparator, latest.value, r.threshold) THEN false
-                    WHEN r.for_seconds = 0 THEN true
-                    ELSE NOT EXISTS (
-                             SELECT 1 FROM sensor_readings w
-                             WHERE w.device_id = r.device_id AND w.metric = r.metric
-                               AND w.recorded_at >= latest.recorded_at - make_interval(secs => r.for_seconds)
-                               AND w.recorded_at <= latest.recorded_at
-                               AND NOT reading_breaches(r.comparator, w.value, r.threshold)
-                         )
-                         AND coalesce((
-                             SELECT reading_breaches(r.comparator, p.value, r.threshold)
-                             FROM sensor_readings p
-                             WHERE p.device_id = r.device_id AND p.metric = r.metric
-                               AND p.recorded_at <= latest.recorded_at - make_interval(secs => r.for_seconds)
-                             ORDER BY p.recorded_at DESC
-                             LIMIT 1
-                         ), false)
-                END AS breaching,
-                CASE
-                    WHEN latest.value IS NULL THEN false
-                    WHEN r.clear_threshold IS NULL
-                        THEN NOT reading_breaches(r.comparator, latest.value, r.threshold)
-                    ELSE reading_clears(r.comparator, latest.value, r.clear_threshold)
-                END AS clears
+/// Raises the database's 12 s statement bound for this transaction only (`set_config(…, true)`
+/// is transaction-scoped, so safe behind the pooler).
+const RAISE_TIMEOUT: Sql = Sql::idempotent("SELECT set_config('statement_timeout', $1, true)");
+
+pub async fn raise_timeout(tx: &Tx, timeout: std::time::Duration) -> Result<(), DbError> {
+    let value = format!("{}ms", timeout.as_millis());
+    tx.query_typed(&RAISE_TIMEOUT, &[(&value, Type::TEXT)])
+        .await?;
+    Ok(())
+}
+
+/// The single writer's turn: waits (up to `lock_timeout`) while another pass's chunk holds it.
+const LOCK_PROGRESS: Sql =
+    Sql::idempotent("SELECT arrivals_through FROM evaluation_progress WHERE id = 1 FOR UPDATE");
+
+/// How far arrivals have been folded, with the writer's lock held until the transaction ends.
+/// The statements after it see what the previous writer committed (a new snapshot each).
+pub async fn lock_progress(tx: &Tx) -> Result<DateTime<Utc>, DbError> {
+    let row = tx.query_typed_one(&LOCK_PROGRESS, &[]).await?;
+    Ok(row.try_get("arrivals_through")?)
+}
+
+/// Builds the state of up to `$2` rules that have none or whose rule changed since, cheapest
+/// (shortest window) first, and raises or resolves their alerts on their latest reading
+/// (stamped with that reading's time). `$1` is the pass's clock.
+const BUILD: Sql = Sql::idempotent(
+    r#"WITH stale AS (
+         SELECT r.id
+         FROM alert_rules r
+         LEFT JOIN rule_state s ON s.rule_id = r.id
+         WHERE s.rule_id IS NULL OR s.basis IS DISTINCT FROM r.updated_at
+         ORDER BY r.for_seconds, r.id
+         LIMIT $2
+     ),
+     rules AS (
+         SELECT r.id, r.device_id, d.owner_id, r.metric, r.comparator, r.threshold,
+                r.clear_threshold, r.for_seconds, r.created_at, r.updated_at,
+                EXISTS (SELECT 1 FROM alerts a WHERE a.rule_id = r.id AND a.status = 'firing') AS firing
          FROM alert_rules r
          JOIN devices d ON d.id = r.device_id
+         JOIN "user" u ON u.id = d.owner_id
+         WHERE r.id IN (SELECT id FROM stale)
+         FOR KEY SHARE OF r, d, u SKIP LOCKED
+     ),
+     built AS (
+         SELECT r.*, latest.recorded_at AS latest_at, latest.value AS latest_value,
+                latest.received_at AS latest_received, clear.at AS last_clear_at,
+                r.comparator <> 'absent' AND latest.recorded_at IS NOT NULL
+                    AND reading_breaches(r.comparator, latest.value, r.threshold)
+                    AND window_start.at IS NOT NULL
+                    AND (clear.at IS NULL OR clear.at < window_start.at) AS breaching,
+                r.comparator <> 'absent' AND latest.recorded_at IS NOT NULL
+                    AND CASE WHEN r.clear_threshold IS NULL
+                             THEN NOT reading_breaches(r.comparator, latest.value, r.threshold)
+                             ELSE reading_clears(r.comparator, latest.value, r.clear_threshold)
+                        END AS clears
+         FROM rules r
          LEFT JOIN LATERAL (
-             SELECT s.value, s.recorded_at FROM sensor_readings s
+             SELECT s.recorded_at, s.value, s.received_at FROM sensor_readings s
              WHERE s.device_id = r.device_id AND s.metric = r.metric
              ORDER BY s.recorded_at DESC
              LIMIT 1
          ) latest ON true
+         LEFT JOIN LATERAL (
+             SELECT max(s.recorded_at) AS at FROM sensor_readings s
+             WHERE s.device_id = r.device_id AND s.metric = r.metric
+               AND s.recorded_at <= latest.recorded_at - make_interval(secs => r.for_seconds)
+         ) window_start ON r.comparator <> 'absent'
+         LEFT JOIN LATERAL (
+             SELECT max(s.recorded_at) AS at FROM sensor_readings s
+             WHERE s.device_id = r.device_id AND s.metric = r.metric
+               AND s.recorded_at >= coalesce(window_start.at, '-infinity')
+               AND s.recorded_at <= latest.recorded_at
+               AND NOT reading_breaches(r.comparator, s.value, r.threshold)
+         ) clear ON r.comparator <> 'absent'
      ),
      resolved AS (
-         UPDATE alerts a SET status = 'resolved', resolved_at = now()
-         FROM evaluation e
-         WHERE a.rule_id = e.rule_id AND a.status = 'firing' AND e.clears
+         UPDATE alerts a SET status = 'resolved', resolved_at = $1, resolved_reading_at = b.latest_at
+         FROM built b
+         WHERE a.rule_id = b.id AND a.status = 'firing' AND b.clears
          RETURNING a.id
      ),
      fired AS (
-         INSERT INTO alerts (rule_id, device_id, owner_id, metric, status, value, triggered_at)
-         SELECT e.rule_id, e.device_id, e.owner_id, e.metric, 'firing', e.value, now()
-         FROM evaluation e
-         WHERE e.breaching
-           AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.rule_id = e.rule_id AND a.status = 'firing')
-         ON CONFLICT (rule_id) WHERE status = 'firing' DO NOTHING
+         INSERT INTO alerts (rule_id, device_id, owner_id, metric, status, value, triggered_at,
+                             fired_reading_at)
+         SELECT b.id, b.device_id, b.owner_id, b.metric, 'firing', b.latest_value, $1, b.latest_at
+         FROM built b
+         WHERE b.breaching AND NOT b.firing
+         ON CONFLICT DO NOTHING
          RETURNING id
      ),
-     offline AS (
-         UPDATE devices SET status = 'offline'
-         WHERE status = 'online' AND last_seen_at < now() - make_interval(secs => $1)
-         RETURNING id
+     saved AS (
+         INSERT INTO rule_state (rule_id, basis, latest_at, latest_value, last_clear_at, last_arrival_at)
+         SELECT b.id, b.updated_at, b.latest_at, b.latest_value, b.last_clear_at,
+                greatest(b.created_at, b.latest_received)
+         FROM built b
+         ON CONFLICT (rule_id) DO UPDATE
+            SET basis = excluded.basis, latest_at = excluded.latest_at,
+                latest_value = excluded.latest_value, last_clear_at = excluded.last_clear_at,
+                last_arrival_at = greatest(rule_state.last_arrival_at, excluded.last_arrival_at)
+         RETURNING rule_id
      )
-     SELECT (SELECT count(*) FROM evaluation) AS rules_evaluated,
+     SELECT (SELECT count(*) FROM stale) AS stale,
+            (SELECT count(*) FROM saved) AS built,
             (SELECT count(*) FROM fired) AS fired,
-            (SELECT count(*) FROM resolved) AS resolved,
-            (SELECT count(*) FROM offline) AS devices_offline",
+            (SELECT count(*) FROM resolved) AS resolved"#,
 );
 
-/// What one pass changed.
-pub struct Evaluated {
-    pub rules_evaluated: i64,
+/// What one statement of the pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Rules whose verdict this step brought up to date.
+    pub rules: i64,
     pub fired: i64,
     pub resolved: i64,
-    pub devices_offline: i64,
+    /// The step took all it was allowed (a full chunk): more may be waiting.
+    pub full: bool,
 }
 
-/// One pass; devices not heard from for `offline_after` go offline.
-pub async fn evaluate(db: &Db, offline_after: Duration) -> Result<Evaluated, DbError> {
-    let row = db
-        .query_typed_one(&EVALUATE, &[(&offline_after.as_secs_f64(), Type::FLOAT8)])
+/// Builds up to `chunk` stale rules. Call with the progress lock held.
+pub async fn build(tx: &Tx, now: DateTime<Utc>, chunk: i64) -> Result<Step, DbError> {
+    let row = tx
+        .query_typed_one(&BUILD, &[(&now, Type::TIMESTAMPTZ), (&chunk, Type::INT8)])
         .await?;
-    Ok(Evaluated {
-        rules_evaluated: row.try_get("rules_evaluated")?,
+    Ok(Step {
+        rules: row.try_get("built")?,
         fired: row.try_get("fired")?,
         resolved: row.try_get("resolved")?,
-        devices_offline: row.try_get("devices_offline")?,
+        full: row.try_get::<_, i64>("stale")? >= chunk,
     })
+}
+
+/// Folds the readings that arrived after `$1` (the progress so far), at most about `$3` of them
+/// and none after the horizon, into the states of their series' rules, replaying the newer ones in
+/// reading-time order (see the module's documentation), and moves the progress on. `$4` is the
+/// pass's clock.
+///
+/// - `horizon`: `$2` (the pass's clock less the margin `$5`), but never past the database's own
+///   clock less the margin: arrivals are stamped by the database, and a progress mark ahead of it
+///   would pass over readings still to come.
+/// - `bound`: the chunk ends at the arrival time of the `$3`-th reading (all readings of one
+///   ingest statement share it, so a batch is never split), or at the horizon.
+/// - `rules`: the rules of the series that received readings, with a current state, locked so
+///   that a delete in flight is skipped, not failed on; `skipped` marks the others for rebuilding.
+/// - `steps` → `events`: per rule, each newer reading's verdict: `fire` (breaching: it breaches,
+///   and the newest reading at or before its time − `for_seconds`, among those arrived so far, is
+///   newer than the last non-breaching reading up to it), `clear` (it clears), or nothing.
+/// - `transitions`: where the kind changes, starting from the rule's alert state. They alternate,
+///   so each `fire` pairs with the next `clear`: one alert per episode, resolved within the same
+///   statement when the episode ended within these readings. The first `clear` of a firing rule
+///   resolves its existing alert (`resolved_existing`, which the insert waits for so that the
+///   one-firing-alert-per-rule index never sees two).
+/// - `folded`: L, its value, N and the last arrival, by `greatest`; a rule counts as evaluated when
+///   its latest reading moved forward (older readings change no verdict now, only later ones).
+const FOLD_ARRIVALS: Sql = Sql::idempotent(
+    r#"WITH horizon AS (
+         SELECT least($2::timestamptz, now() - make_interval(secs => $5)) AS at
+     ),
+     bound AS (
+         SELECT coalesce((
+             SELECT s.received_at FROM sensor_readings s
+             WHERE s.received_at > $1 AND s.received_at <= (SELECT at FROM horizon)
+             ORDER BY s.received_at
+             OFFSET $3 LIMIT 1
+         ), (SELECT at FROM horizon)) AS h
+     ),
+     arrivals AS (
+         SELECT s.device_id, s.metric, s.recorded_at AS t, s.value AS v, s.received_at
+         FROM sensor_readings s
+         WHERE s.received_at > $1 AND s.received_at <= (SELECT h FROM bound)
+     ),
+     series AS (
+         SELECT DISTINCT device_id, metric FROM arrivals
+     ),
+     rules AS (
+         SELECT r.id, r.device_id, d.owner_id, r.metric, r.comparator, r.threshold,
+                r.clear_threshold, r.for_seconds, st.latest_at, st.last_clear_at,
+                EXISTS (SELECT 1 FROM alerts a WHERE a.rule_id = r.id AND a.status = 'firing') AS firing
+         FROM alert_rules r
+         JOIN devices d ON d.id = r.device_id
+         JOIN "user" u ON u.id = d.owner_id
+         JOIN rule_state st ON st.rule_id = r.id AND st.basis = r.updated_at
+         WHERE (r.device_id, r.metric) IN (SELECT device_id, metric FROM series)
+         FOR KEY SHARE OF r, d, u SKIP LOCKED
+     ),
+     skipped AS (
+         UPDATE rule_state st SET basis = NULL
+         FROM alert_rules r
+         WHERE st.rule_id = r.id
+           AND (r.device_id, r.metric) IN (SELECT device_id, metric FROM series)
+           AND r.id NOT IN (SELECT id FROM rules)
+         RETURNING st.rule_id
+     ),
+     steps AS (
+         SELECT r.id, r.device_id, r.owner_id, r.metric, r.comparator, r.threshold,
+                r.clear_threshold, r.for_seconds, r.latest_at, r.firing, a.t, a.v,
+                reading_breaches(r.comparator, a.v, r.threshold) AS breaches,
+                greatest(r.last_clear_at, max(a.t) FILTER (
+                    WHERE NOT reading_breaches(r.comparator, a.v, r.threshold)
+                ) OVER (PARTITION BY r.id ORDER BY a.t ROWS UNBOUNDED PRECEDING)) AS last_clear_at
+         FROM rules r
+         JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
+         WHERE r.comparator <> 'absent'
+     ),
+     events AS (
+         SELECT e.*,
+                lag(e.kind, 1, CASE WHEN e.firing THEN 'fire' ELSE 'clear' END)
+                    OVER (PARTITION BY e.id ORDER BY e.t) AS before
+         FROM (
+             SELECT s.id, s.device_id, s.owner_id, s.metric, s.t, s.v, s.firing,
+                    CASE
+                        WHEN s.breaches AND (s.for_seconds = 0 OR (
+                            SELECT max(p.recorded_at) FROM sensor_readings p
+                            WHERE p.device_id = s.device_id AND p.metric = s.metric
+                              AND p.recorded_at <= s.t - make_interval(secs => s.for_seconds)
+                              AND p.received_at <= (SELECT h FROM bound)
+                        ) > coalesce(s.last_clear_at, '-infinity'))
+                            THEN 'fire'
+                        WHEN CASE WHEN s.clear_threshold IS NULL THEN NOT s.breaches
+                                  ELSE reading_clears(s.comparator, s.v, s.clear_threshold)
+                             END
+                            THEN 'clear'
+                    END AS kind
+             FROM steps s
+             WHERE s.latest_at IS NULL OR s.t > s.latest_at
+         ) e
+         WHERE e.kind IS NOT NULL
+     ),
+     transitions AS (
+         SELECT e.*,
+                row_number() OVER (PARTITION BY e.id ORDER BY e.t) AS n,
+                lead(e.t) OVER (PARTITION BY e.id ORDER BY e.t) AS ended_at
+         FROM events e
+         WHERE e.kind <> e.before
+     ),
+     arrived AS (
+         SELECT DISTINCT ON (r.id) r.id, a.t
+         FROM rules r
+         JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
+         WHERE r.comparator = 'absent' AND r.firing
+         ORDER BY r.id, a.received_at, a.t
+     ),
+     resolved_existing AS (
+         UPDATE alerts a SET status = 'resolved', resolved_at = $4, resolved_reading_at = x.t
+         FROM (SELECT id, t FROM transitions WHERE n = 1 AND kind = 'clear'
+               UNION ALL
+               SELECT id, t FROM arrived) x
+         WHERE a.rule_id = x.id AND a.status = 'firing'
+         RETURNING a.id
+     ),
+     fired AS (
+         INSERT INTO alerts (rule_id, device_id, owner_id, metric, status, value, triggered_at,
+                             fired_reading_at, resolved_at, resolved_reading_at)
+         SELECT tr.id, tr.device_id, tr.owner_id, tr.metric,
+                CASE WHEN tr.ended_at IS NULL THEN 'firing' ELSE 'resolved' END,
+                tr.v, $4, tr.t,
+                CASE WHEN tr.ended_at IS NULL THEN NULL ELSE $4::timestamptz END, tr.ended_at
+         FROM transitions tr
+         WHERE tr.kind = 'fire'
+           AND (SELECT count(*) FROM resolved_existing) >= 0
+         ON CONFLICT DO NOTHING
+         RETURNING status
+     ),
+     folded AS (
+         UPDATE rule_state st
+         SET latest_at = greatest(st.latest_at, f.latest_at),
+             latest_value = CASE WHEN st.latest_at IS NULL OR f.latest_at > st.latest_at
+                                 THEN f.latest_value ELSE st.latest_value END,
+             last_clear_at = greatest(st.last_clear_at, f.last_clear_at),
+             last_arrival_at = greatest(st.last_arrival_at, f.last_arrival_at)
+         FROM (
+             SELECT r.id, bool_or(r.latest_at IS NULL OR a.t > r.latest_at) AS advanced,
+                    max(a.t) AS latest_at,
+                    (array_agg(a.v ORDER BY a.t DESC))[1] AS latest_value,
+                    max(a.t) FILTER (
+                        WHERE r.comparator <> 'absent'
+                          AND NOT reading_breaches(r.comparator, a.v, r.threshold)
+                    ) AS last_clear_at,
+                    max(a.received_at) AS last_arrival_at
+             FROM rules r
+             JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
+             GROUP BY r.id
+         ) f
+         WHERE st.rule_id = f.id
+         RETURNING st.rule_id, f.advanced
+     ),
+     advanced AS (
+         UPDATE evaluation_progress SET arrivals_through = (SELECT h FROM bound)
+         WHERE id = 1
+         RETURNING arrivals_through
+     )
+     SELECT (SELECT arrivals_through FROM advanced) AS through,
+            (SELECT count(*) FROM arrivals) AS arrivals,
+            (SELECT count(*) FROM folded WHERE advanced) AS rules,
+            (SELECT count(*) FROM skipped) AS skipped,
+            (SELECT count(*) FROM fired) AS fired,
+            (SELECT count(*) FROM resolved_existing)
+              + (SELECT count(*) FROM fired WHERE status = 'resolved') AS resolved"#,
+);
+
+/// Folds up to about `chunk` readings that arrived after `after`, up to `horizon`. Call with the
+/// progress lock held; `after` is what [`lock_progress`] returned.
+pub async fn fold_arrivals(
+    tx: &Tx,
+    after: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+    chunk: i64,
+    now: DateTime<Utc>,
+    margin: std::time::Duration,
+) -> Result<(Step, DateTime<Utc>), DbError> {
+    let row = tx
+        .query_typed_one(
+            &FOLD_ARRIVALS,
+            &[
+                (&after, Type::TIMESTAMPTZ),
+                (&horizon, Type::TIMESTAMPTZ),
+                (&chunk, Type::INT8),
+                (&now, Type::TIMESTAMPTZ),
+                (&margin.as_secs_f64(), Type::FLOAT8),
+            ],
+        )
+        .await?;
+    let skipped: i64 = row.try_get("skipped")?;
+    if skipped > 0 {
+        tracing::info!(skipped, "rules being deleted were skipped");
+    }
+    let step = Step {
+        rules: row.try_get("rules")?,
+        fired: row.try_get("fired")?,
+        resolved: row.try_get("resolved")?,
+        full: row.try_get::<_, i64>("arrivals")? > chunk,
+    };
+    Ok((step, row.try_get("through")?))
+}
+
+/// Fires the `absent` rules whose metric has had no arrival for `for_seconds` before `$2` (the
+/// pass's clock less the arrival margin: arrivals up to then are folded, so every silence it
+/// reports really lasted `for_seconds`), once per silence. `$1` is the pass's clock.
+const ABSENT: Sql = Sql::idempotent(
+    r#"WITH silent AS (
+         SELECT r.id, r.device_id, d.owner_id, r.metric
+         FROM alert_rules r
+         JOIN devices d ON d.id = r.device_id
+         JOIN "user" u ON u.id = d.owner_id
+         JOIN rule_state st ON st.rule_id = r.id AND st.basis = r.updated_at
+         WHERE r.comparator = 'absent'
+           AND st.last_arrival_at <= $2 - make_interval(secs => r.for_seconds)
+           AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.rule_id = r.id AND a.status = 'firing')
+         FOR KEY SHARE OF r, d, u SKIP LOCKED
+     ),
+     fired AS (
+         INSERT INTO alerts (rule_id, device_id, owner_id, metric, status, value, triggered_at)
+         SELECT s.id, s.device_id, s.owner_id, s.metric, 'firing', NULL, $1
+         FROM silent s
+         ON CONFLICT DO NOTHING
+         RETURNING id
+     )
+     SELECT (SELECT count(*) FROM fired) AS fired"#,
+);
+
+pub async fn absent(tx: &Tx, now: DateTime<Utc>, judged_at: DateTime<Utc>) -> Result<i64, DbError> {
+    let row = tx
+        .query_typed_one(
+            &ABSENT,
+            &[(&now, Type::TIMESTAMPTZ), (&judged_at, Type::TIMESTAMPTZ)],
+        )
+        .await?;
+    Ok(row.try_get("fired")?)
+}
+
+/// Online devices not heard from for `$2` seconds before `$1` go offline.
+const OFFLINE: Sql = Sql::idempotent(
+    "WITH offline AS (
+         UPDATE devices SET status = 'offline'
+         WHERE status = 'online' AND last_seen_at < $1 - make_interval(secs => $2)
+         RETURNING id
+     )
+     SELECT count(*) AS devices_offline FROM offline",
+);
+
+pub async fn offline(
+    tx: &Tx,
+    now: DateTime<Utc>,
+    offline_after: std::time::Duration,
+) -> Result<i64, DbError> {
+    let row = tx
+        .query_typed_one(
+            &OFFLINE,
+            &[
+                (&now, Type::TIMESTAMPTZ),
+                (&offline_after.as_secs_f64(), Type::FLOAT8),
+            ],
+        )
+        .await?;
+    Ok(row.try_get("devices_offline")?)
+}
+
+/// States of deleted rules (rule_state has no foreign key, see the migration).
+const FORGET_DELETED: Sql = Sql::idempotent(
+    "DELETE FROM rule_state s WHERE NOT EXISTS (SELECT 1 FROM alert_rules r WHERE r.id = s.rule_id)",
+);
+
+pub async fn forget_deleted(tx: &Tx) -> Result<u64, DbError> {
+    tx.execute_typed(&FORGET_DELETED, &[]).await
+}
+
+/// What is left for the next pass: rules without a current state, and rules whose series have
+/// arrivals after the progress (up to the horizon `$1`).
+const PENDING: Sql = Sql::idempotent(
+    "SELECT count(*) AS pending
+     FROM alert_rules r
+     LEFT JOIN rule_state s ON s.rule_id = r.id
+     WHERE s.rule_id IS NULL OR s.basis IS DISTINCT FROM r.updated_at
+        OR (r.device_id, r.metric) IN (
+            SELECT DISTINCT a.device_id, a.metric FROM sensor_readings a
+            WHERE a.received_at > (SELECT arrivals_through FROM evaluation_progress WHERE id = 1)
+              AND a.received_at <= $1)",
+);
+
+pub async fn pending(tx: &Tx, horizon: DateTime<Utc>) -> Result<i64, DbError> {
+    let row = tx
+        .query_typed_one(&PENDING, &[(&horizon, Type::TIMESTAMPTZ)])
+        .await?;
+    Ok(row.try_get("pending")?)
 }

@@ -16,9 +16,15 @@ pub struct Alert {
     pub device_id: Uuid,
     pub metric: String,
     pub status: String,
-    pub value: String,
+    /// The reading that fired it; `None` for an `absent` rule's alert.
+    pub value: Option<String>,
+    /// When the evaluation raised and resolved it (server time).
     pub triggered_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// The reading times at which its condition began and ended (device time): the same
+    /// readings give the same alerts whenever they arrive. `None` for an `absent` rule's firing.
+    pub fired_reading_at: Option<DateTime<Utc>>,
+    pub resolved_reading_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

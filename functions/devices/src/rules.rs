@@ -6,10 +6,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use shared::domain::{Comparator, DecimalValue, ForSeconds, Metric};
+use shared::db::DbError;
+use shared::domain::{Condition, DecimalValue, ForSeconds, Metric};
 use shared::http::{self, ApiError, Response};
 use shared::paging::{Page, PageRequest, TimeId};
-use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::{BODY_LIMIT, Ctx, sql};
@@ -20,18 +20,20 @@ pub struct Rule {
     pub device_id: Uuid,
     pub metric: String,
     pub comparator: String,
-    pub threshold: String,
+    /// `None` for an `absent` rule.
+    pub threshold: Option<String>,
     pub for_seconds: i32,
     pub clear_threshold: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// A rule to create, every field checked.
+/// A rule to create, every field checked: a threshold rule has a threshold (and perhaps a clear
+/// threshold on its safe side); an `absent` rule has neither and waits at least 60 s.
 pub struct NewRule {
     pub metric: Metric,
-    pub comparator: Comparator,
-    pub threshold: Decimal,
+    pub comparator: Condition,
+    pub threshold: Option<Decimal>,
     pub for_seconds: ForSeconds,
     pub clear_threshold: Option<Decimal>,
 }
@@ -40,7 +42,7 @@ pub struct NewRule {
 /// `clear_threshold: Some(None)` removes the hysteresis.
 pub struct RuleChange {
     pub metric: Option<Metric>,
-    pub comparator: Option<Comparator>,
+    pub comparator: Option<Condition>,
     pub threshold: Option<Decimal>,
     pub for_seconds: Option<ForSeconds>,
     pub clear_threshold: Option<Option<Decimal>>,
@@ -87,7 +89,7 @@ impl RuleChange {
         };
         let comparator = match &body.comparator {
             Some(v) => {
-                Some(Comparator::parse(&text(v, "comparator")?).map_err(|e| e.at("comparator"))?)
+                Some(Condition::parse(&text(v, "comparator")?).map_err(|e| e.at("comparator"))?)
             }
             None => None,
         };
@@ -123,32 +125,87 @@ fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::validation(field, format!("{field} is required")))
 }
 
-/// The table's CHECK on the merged rule: the clear threshold is on the wrong side.
-fn clear_side_error(error: &shared::db::DbError) -> Option<ApiError> {
-    (error.code() == Some(&SqlState::CHECK_VIOLATION)).then(|| {
-        ApiError::validation(
+/// The table's CHECKs on the merged rule of a `PATCH`, as the `422` a caller can act on.
+fn merged_rule_error(error: &DbError, change: &RuleChange) -> Option<ApiError> {
+    match error.constraint()? {
+        "alert_rules_clear_side" => Some(ApiError::validation(
             "clear_threshold",
             "clear_threshold must be below threshold for gt/gte rules and above it for lt/lte rules",
-        )
-    })
+        )),
+        "alert_rules_absent_shape" => {
+            let field = if change.comparator.is_some() {
+                "comparator"
+            } else if change.threshold.is_some() {
+                "threshold"
+            } else if change.clear_threshold.is_some() {
+                "clear_threshold"
+            } else {
+                "for_seconds"
+            };
+            Some(ApiError::validation(
+                field,
+                "an absent rule has no threshold or clear_threshold and a for_seconds of at least 60; \
+                 a rule does not change between absent and a threshold comparator (create a new one)",
+            ))
+        }
+        _ => None,
+    }
 }
 
 impl NewRule {
-    /// A `POST` body: the required fields present, the clear threshold on the right side.
+    /// A `POST` body: the required fields present, and the shape its comparator asks for.
     fn parse(req: &lambda_http::Request) -> Result<Self, ApiError> {
         let fields = RuleChange::parse(req)?;
-        let new = Self {
-            metric: required(fields.metric, "metric")?,
-            comparator: required(fields.comparator, "comparator")?,
-            threshold: required(fields.threshold, "threshold")?,
-            for_seconds: fields.for_seconds.unwrap_or_default(),
-            clear_threshold: fields.clear_threshold.flatten(),
+        let metric = required(fields.metric, "metric")?;
+        let comparator = required(fields.comparator, "comparator")?;
+        let clear_threshold = fields.clear_threshold.flatten();
+        let new = match comparator {
+            Condition::Absent => {
+                if fields.threshold.is_some() {
+                    return Err(ApiError::validation(
+                        "threshold",
+                        "an absent rule has no threshold",
+                    ));
+                }
+                if clear_threshold.is_some() {
+                    return Err(ApiError::validation(
+                        "clear_threshold",
+                        "an absent rule has no clear_threshold",
+                    ));
+                }
+                let for_seconds = fields
+                    .for_seconds
+                    .filter(|f| f.get() >= ForSeconds::MIN_ABSENT)
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "for_seconds",
+                            "an absent rule needs for_seconds of at least 60",
+                        )
+                    })?;
+                Self {
+                    metric,
+                    comparator,
+                    threshold: None,
+                    for_seconds,
+                    clear_threshold: None,
+                }
+            }
+            Condition::Threshold(threshold_comparator) => {
+                let threshold = required(fields.threshold, "threshold")?;
+                if let Some(clear) = clear_threshold {
+                    threshold_comparator
+                        .check_clear_threshold(threshold, clear)
+                        .map_err(|e| e.at("clear_threshold"))?;
+                }
+                Self {
+                    metric,
+                    comparator,
+                    threshold: Some(threshold),
+                    for_seconds: fields.for_seconds.unwrap_or_default(),
+                    clear_threshold,
+                }
+            }
         };
-        if let Some(clear) = new.clear_threshold {
-            new.comparator
-                .check_clear_threshold(new.threshold, clear)
-                .map_err(|e| e.at("clear_threshold"))?;
-        }
         Ok(new)
     }
 }
@@ -185,7 +242,7 @@ pub async fn update(ctx: Ctx<'_>, device_id: Uuid, rule_id: Uuid) -> Result<Resp
     let change = RuleChange::parse(ctx.req)?;
     let rule = sql::update_rule(ctx.db, ctx.caller, device_id, rule_id, &change)
         .await
-        .map_err(|error| clear_side_error(&error).unwrap_or_else(|| error.into()))?
+        .map_err(|error| merged_rule_error(&error, &change).unwrap_or_else(|| error.into()))?
         .ok_or_else(ApiError::not_found)?;
     Ok(http::json(StatusCode::OK, &rule))
 }

@@ -351,7 +351,7 @@ pub async fn delete_rule(db: &Db, owner: &UserId, device: Uuid, id: Uuid) -> Res
 /// cursor `($4, $5)`. Walks the (owner_id, triggered_at, id) index.
 const LIST_ALERTS: Sql = Sql::idempotent(
     "SELECT a.id, a.rule_id, a.device_id, a.metric, a.status, a.value::text AS value,
-            a.triggered_at, a.resolved_at
+            a.triggered_at, a.resolved_at, a.fired_reading_at, a.resolved_reading_at
      FROM alerts a
      WHERE a.owner_id = $1
        AND ($2::text IS NULL OR a.status = $2)
@@ -392,6 +392,8 @@ pub async fn list_alerts(
             value: row.try_get("value")?,
             triggered_at: row.try_get("triggered_at")?,
             resolved_at: row.try_get("resolved_at")?,
+            fired_reading_at: row.try_get("fired_reading_at")?,
+            resolved_reading_at: row.try_get("resolved_reading_at")?,
         })
     })
     .collect()

@@ -11,7 +11,7 @@ pub use decimal::DecimalValue;
 pub use device_key::DeviceKey;
 pub use device_name::DeviceName;
 pub use metric::Metric;
-pub use rule::{Comparator, ForSeconds};
+pub use rule::{Comparator, Condition, ForSeconds};
 
 /// `t` to whole microseconds: what a Postgres `timestamptz` keeps, so that what the API reports
 /// is what is stored.

@@ -64,6 +64,32 @@ impl Comparator {
     }
 }
 
+/// What a rule watches: a reading compared with a threshold, or the absence of readings
+/// (`absent`: none of the metric has arrived for `for_seconds` of server time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Threshold(Comparator),
+    Absent,
+}
+
+impl Condition {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        match text {
+            "absent" => Ok(Self::Absent),
+            _ => Comparator::parse(text)
+                .map(Self::Threshold)
+                .map_err(|_| Invalid::new("comparator is one of gt, lt, gte, lte, absent")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Threshold(comparator) => comparator.as_str(),
+            Self::Absent => "absent",
+        }
+    }
+}
+
 /// How long, in the readings' own time, a condition must hold before it fires: 0–86400 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ForSeconds(i32);
@@ -83,6 +109,9 @@ impl ForSeconds {
     pub fn get(self) -> i32 {
         self.0
     }
+
+    /// An `absent` rule waits at least a minute (one evaluation pass) for a reading.
+    pub const MIN_ABSENT: i32 = 60;
 }
 
 #[cfg(test)]

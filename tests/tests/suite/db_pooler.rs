@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shared::db::{DbError, Sql, Timeouts};
 use tests::{TestDb, bouncer_admin, connect};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
 const ADD_ONE: Sql = Sql::idempotent("SELECT $1::int4 + 1");
@@ -237,4 +238,34 @@ async fn server_errors_are_not_connection_errors() {
         Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
     );
     assert_eq!(db.generation().await, 1, "the connection is kept");
+}
+
+/// The database's own bounds (migration V4) reach every transaction through the pooler, and a
+/// statement that runs past the server's bound is cancelled there (`57014`), even when the client
+/// would have waited on.
+#[tokio::test]
+async fn the_server_cancels_a_statement_past_its_bound() {
+    const SETTINGS: Sql = Sql::idempotent(
+        "SELECT current_setting('statement_timeout') AS statement,
+                current_setting('lock_timeout') AS lock,
+                current_setting('idle_in_transaction_session_timeout') AS idle",
+    );
+    const SLEEP: Sql = Sql::idempotent("SELECT pg_sleep(30)");
+    let test = TestDb::new().await;
+    let patient = test.db_with(Timeouts {
+        statement: std::time::Duration::from_secs(40),
+        ..Timeouts::default()
+    });
+    let row = patient.query_typed_one(&SETTINGS, &[]).await.unwrap();
+    let settings: (String, String, String) =
+        (row.get("statement"), row.get("lock"), row.get("idle"));
+    assert_eq!(settings, ("12s".into(), "5s".into(), "15s".into()));
+    let started = std::time::Instant::now();
+    let error = patient.query_typed(&SLEEP, &[]).await.unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error}");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(11) && took < std::time::Duration::from_secs(20),
+        "{took:?}"
+    );
 }

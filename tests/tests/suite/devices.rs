@@ -422,6 +422,15 @@ async fn every_invalid_body_is_refused_and_writes_nothing() {
         "/v1/devices/{device}/rules/{}",
         rule["id"].as_str().unwrap()
     );
+    let absent = json!({"metric": "heartbeat", "comparator": "absent", "for_seconds": 600});
+    let (status, absent) = create_rule(&functions, ALICE, device, absent).await;
+    assert_eq!(status, 201, "{absent}");
+    assert_eq!(absent["threshold"], Value::Null);
+    assert_eq!(absent["clear_threshold"], Value::Null);
+    let absent_path = format!(
+        "/v1/devices/{device}/rules/{}",
+        absent["id"].as_str().unwrap()
+    );
     let before = snapshot(&test).await;
 
     let create = |body: &str| Event::load("devices-create").as_user(ALICE).body(body);
@@ -432,6 +441,15 @@ async fn every_invalid_body_is_refused_and_writes_nothing() {
         |body: Value| request("rules-create", ALICE, "POST", &rules_path).json_body(&body);
     let patch_rule =
         |body: Value| request("rules-update", ALICE, "PATCH", &rule_path).json_body(&body);
+    let patch_absent =
+        |body: Value| request("rules-update", ALICE, "PATCH", &absent_path).json_body(&body);
+    let absent_with = |changes: Value| {
+        let mut body = json!({"metric": "t", "comparator": "absent", "for_seconds": 60});
+        for (k, v) in changes.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        new_rule(body)
+    };
     // A valid rule with some fields changed.
     let with = |changes: Value| {
         let mut body = json!({"metric": "t", "comparator": "gt", "threshold": 1});
@@ -488,6 +506,18 @@ async fn every_invalid_body_is_refused_and_writes_nothing() {
         (patch_rule(json!({"threshold": null})), Invalid("threshold")),
         (patch_rule(json!({"for_seconds": null})), Invalid("for_seconds")),
         (patch_rule(json!({"device_id": device})), Bad),
+        // `absent`: no threshold, no clear_threshold, at least a minute; never a kind switch.
+        (new_rule(json!({"metric": "t", "comparator": "absent"})), Invalid("for_seconds")),
+        (absent_with(json!({"for_seconds": 59})), Invalid("for_seconds")),
+        (absent_with(json!({"threshold": 1})), Invalid("threshold")),
+        (absent_with(json!({"threshold": null})), Invalid("threshold")),
+        (absent_with(json!({"clear_threshold": 1})), Invalid("clear_threshold")),
+        (absent_with(json!({"comparator": "missing"})), Invalid("comparator")),
+        (patch_rule(json!({"comparator": "absent"})), Invalid("comparator")),
+        (patch_absent(json!({"comparator": "gt"})), Invalid("comparator")),
+        (patch_absent(json!({"threshold": 5})), Invalid("threshold")),
+        (patch_absent(json!({"clear_threshold": 5})), Invalid("clear_threshold")),
+        (patch_absent(json!({"for_seconds": 30})), Invalid("for_seconds")),
         // Ids that are not UUIDs name nothing.
         (request("devices-get", ALICE, "GET", "/v1/devices/42"), NotFound),
         (request("rules-list", ALICE, "GET", "/v1/devices/42/rules"), NotFound),

@@ -7,10 +7,18 @@ use tokio_postgres::error::SqlState;
 async fn applying_twice_is_a_no_op() {
     let test = TestDb::empty().await;
     let first = shared::migrate::run(&test.direct_url()).await.unwrap();
-    assert_eq!(first, ["V1__init", "V2__alert_evaluation", "V3__no_jit"]);
+    assert_eq!(
+        first,
+        [
+            "V1__init",
+            "V2__alert_evaluation",
+            "V3__no_jit",
+            "V4__incremental_evaluation"
+        ]
+    );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
     assert!(second.is_empty(), "{second:?}");
-    // JIT is off for the database itself (it survives DISCARD ALL).
+    // JIT is off and statements are bounded for the database itself (that survives DISCARD ALL).
     let settings: Vec<String> = test
         .direct
         .query_one(
@@ -21,7 +29,15 @@ async fn applying_twice_is_a_no_op() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(settings, ["jit=off"]);
+    assert_eq!(
+        settings,
+        [
+            "jit=off",
+            "statement_timeout=12s",
+            "lock_timeout=5s",
+            "idle_in_transaction_session_timeout=15s"
+        ]
+    );
     assert_eq!(test.count("sensor_readings").await, 0);
 }
 
