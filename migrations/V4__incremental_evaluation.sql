@@ -31,7 +31,8 @@ CREATE TABLE rule_state (
     latest_at       timestamptz,            -- L: the newest reading time evaluated
     latest_value    numeric,
     last_clear_at   timestamptz,            -- N: the newest reading time (>= the window's start) that did not breach
-    last_arrival_at timestamptz             -- absent rules: server time of the newest arrival, or the rule's creation
+    last_arrival_at timestamptz,            -- absent rules: server time of the newest arrival, or the rule's creation
+    built_at        timestamptz             -- arrivals before this are in the state since its build
 );
 
 -- How far the arrivals (by received_at) have been folded into rule_state. One row; its lock

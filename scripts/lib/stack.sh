@@ -102,6 +102,9 @@ max_client_conn = 2000
 ignore_startup_parameters = extra_float_digits
 # After a failed server login (the database restarting), try again after 1 s, not 15.
 server_login_retry = 1
+# Every test has a database of its own: close a finished test's idle server connections after
+# 10 s (default 600) so that a long suite never runs into PostgreSQL's max_connections.
+server_idle_timeout = 10
 logfile = $STACK_DIR/pgbouncer.log
 pidfile = $STACK_DIR/pgbouncer.pid
 CONF

@@ -30,7 +30,8 @@ pub struct Budget {
     /// No new chunk starts after this much of the invocation.
     pub time: Duration,
     /// One chunk, on the server (`statement_timeout`, raised for the chunk's transaction only);
-    /// the client gives up a little before (`Timeouts::statement`).
+    /// the client waits a little longer (`Timeouts::statement`), so that an overlong chunk is
+    /// cancelled cleanly by the server (and retried smaller) rather than cut off by the client.
     pub chunk_timeout: Duration,
     /// Rules built per chunk at first; halved after a slow or cancelled chunk, doubled after a quick one.
     pub build_chunk: i64,
@@ -47,7 +48,7 @@ impl Default for Budget {
     fn default() -> Self {
         Self {
             time: Duration::from_secs(35),
-            chunk_timeout: Duration::from_secs(17),
+            chunk_timeout: Duration::from_secs(15),
             build_chunk: 2_000,
             arrival_chunk: 50_000,
             arrival_margin: Duration::from_secs(15),
@@ -70,7 +71,7 @@ impl State {
 
     pub fn with(config: &Config, budget: Budget, clock: Clock) -> Result<Self, DbError> {
         let timeouts = Timeouts {
-            statement: budget.chunk_timeout - Duration::from_secs(2),
+            statement: budget.chunk_timeout + Duration::from_secs(2),
             ..Timeouts::default()
         };
         Ok(Self {
@@ -114,31 +115,7 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
     let mut summary = Summary::default();
     let mut complete = true;
 
-    // New and changed rules, cheapest first, in chunks sized by how long the last one took.
-    let mut chunk = budget.build_chunk;
-    loop {
-        if !in_time() {
-            complete = false;
-            break;
-        }
-        let step_started = Instant::now();
-        let step = chunked(state, "build", |tx| async move {
-            sql::lock_progress(&tx).await?;
-            sql::build(&tx, now, chunk).await
-        })
-        .await?;
-        let Some(step) = step else {
-            chunk = (chunk / 2).max(1);
-            continue;
-        };
-        summary.add(step);
-        chunk = resize(chunk, step_started.elapsed(), budget.build_chunk);
-        if !step.full {
-            break;
-        }
-    }
-
-    // Readings that arrived since the previous pass.
+    // First the readings that arrived since the previous pass.
     while in_time() {
         let step = chunked(state, "arrivals", |tx| async move {
             let after = sql::lock_progress(&tx).await?;
@@ -166,6 +143,31 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
             }
         }
     }
+    // Then new and changed rules, cheapest first, in chunks sized by how long the last one took
+    // (after the arrivals, so that rebuilding an expensive rule delays nobody's new readings).
+    let mut chunk = budget.build_chunk;
+    loop {
+        if !in_time() {
+            complete = false;
+            break;
+        }
+        let step_started = Instant::now();
+        let step = chunked(state, "build", |tx| async move {
+            sql::lock_progress(&tx).await?;
+            sql::build(&tx, now, chunk).await
+        })
+        .await?;
+        let Some(step) = step else {
+            chunk = (chunk / 2).max(1);
+            continue;
+        };
+        summary.add(step);
+        chunk = resize(chunk, step_started.elapsed(), budget.build_chunk);
+        if !step.full {
+            break;
+        }
+    }
+
     if !in_time() {
         complete = false;
     }
@@ -209,9 +211,10 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
 }
 
 /// One chunk in its own transaction with the raised statement bound. A chunk that meets a
-/// deadlock, a serialization failure, a lock wait past `lock_timeout` or its statement bound is
-/// tried once more; if it fails again, the step is left for the next pass (`Ok(None)`) instead of
-/// losing the whole pass. Any other error is a bug and ends the pass.
+/// deadlock, a serialization failure or a lock wait past `lock_timeout` is tried once more; if it
+/// fails again, or runs past its bound (cancelled by the server), the step is left for the next
+/// pass (`Ok(None)`; a build then goes on with smaller chunks) instead of losing the whole pass.
+/// Any other error is a bug and ends the pass.
 async fn chunked<T, F, Fut>(state: &State, what: &str, work: F) -> Result<Option<T>, DbError>
 where
     F: Fn(Tx) -> Fut,
@@ -230,6 +233,10 @@ where
             .await;
         match result {
             Ok(value) => return Ok(Some(value)),
+            Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
+                tracing::warn!(%error, step = what, "evaluation chunk ran past its bound");
+                return Ok(None);
+            }
             Err(error) if is_transient(&error) => {
                 tracing::warn!(%error, attempt, step = what, "evaluation chunk failed, retrying once");
             }
@@ -248,7 +255,6 @@ fn is_transient(error: &DbError) -> bool {
         SqlState::T_R_DEADLOCK_DETECTED,
         SqlState::T_R_SERIALIZATION_FAILURE,
         SqlState::LOCK_NOT_AVAILABLE,
-        SqlState::QUERY_CANCELED,
     ]
     .iter()
     .any(|code| error.code() == Some(code))

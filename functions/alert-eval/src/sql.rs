@@ -59,7 +59,10 @@ pub async fn lock_progress(tx: &Tx) -> Result<DateTime<Utc>, DbError> {
 
 /// Builds the state of up to `$2` rules that have none or whose rule changed since, cheapest
 /// (shortest window) first, and raises or resolves their alerts on their latest reading
-/// (stamped with that reading's time). `$1` is the pass's clock.
+/// (stamped with that reading's time). `$1` is the pass's clock. `built_at` tells the fold which
+/// arrivals the build already saw: those stamped 15 s before it (an ingest statement still in
+/// flight then, which the server bounds at 12 s, may not have been visible; folding it again is
+/// harmless).
 const BUILD: Sql = Sql::idempotent(
     r#"WITH stale AS (
          SELECT r.id
@@ -127,14 +130,16 @@ const BUILD: Sql = Sql::idempotent(
          RETURNING id
      ),
      saved AS (
-         INSERT INTO rule_state (rule_id, basis, latest_at, latest_value, last_clear_at, last_arrival_at)
+         INSERT INTO rule_state (rule_id, basis, latest_at, latest_value, last_clear_at,
+                                 last_arrival_at, built_at)
          SELECT b.id, b.updated_at, b.latest_at, b.latest_value, b.last_clear_at,
-                greatest(b.created_at, b.latest_received)
+                greatest(b.created_at, b.latest_received), now() - interval '15 seconds'
          FROM built b
          ON CONFLICT (rule_id) DO UPDATE
             SET basis = excluded.basis, latest_at = excluded.latest_at,
                 latest_value = excluded.latest_value, last_clear_at = excluded.last_clear_at,
-                last_arrival_at = greatest(rule_state.last_arrival_at, excluded.last_arrival_at)
+                last_arrival_at = greatest(rule_state.last_arrival_at, excluded.last_arrival_at),
+                built_at = excluded.built_at
          RETURNING rule_id
      )
      SELECT (SELECT count(*) FROM stale) AS stale,
@@ -179,9 +184,17 @@ pub async fn build(tx: &Tx, now: DateTime<Utc>, chunk: i64) -> Result<Step, DbEr
 ///   ingest statement share it, so a batch is never split), or at the horizon.
 /// - `rules`: the rules of the series that received readings, with a current state, locked so
 ///   that a delete in flight is skipped, not failed on; `skipped` marks the others for rebuilding.
+/// - `pairs`: each rule with the arrivals its state does not reflect yet (its build saw the rest);
+///   `late`: per rule, the newest non-breaching time among the older ones (a plain aggregate);
+///   `ordered`: the newer ones in order, with the newest non-breaching time up to each.
 /// - `steps` → `events`: per rule, each newer reading's verdict: `fire` (breaching: it breaches,
-///   and the newest reading at or before its time − `for_seconds`, among those arrived so far, is
-///   newer than the last non-breaching reading up to it), `clear` (it clears), or nothing.
+///   and the window's start, the newest reading at or before its time − `for_seconds` among those
+///   arrived so far, is newer than the last non-breaching reading up to it), `clear` (it clears),
+///   or nothing. The window start is probed once per series, reading and `for_seconds` (many
+///   rules on one series share it: in `probed` one row of each does the probe and `steps` hands
+///   the result to the others, with window functions rather than a join, which the planner made
+///   a nested loop that probed once per rule and reading again), and only where the last
+///   non-breaching reading is older than the window (else the rule cannot be breaching).
 /// - `transitions`: where the kind changes, starting from the rule's alert state. They alternate,
 ///   so each `fire` pairs with the next `clear`: one alert per episode, resolved within the same
 ///   statement when the episode ended within these readings. The first `clear` of a firing rule
@@ -211,7 +224,7 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
      ),
      rules AS (
          SELECT r.id, r.device_id, d.owner_id, r.metric, r.comparator, r.threshold,
-                r.clear_threshold, r.for_seconds, st.latest_at, st.last_clear_at,
+                r.clear_threshold, r.for_seconds, st.latest_at, st.last_clear_at, st.built_at,
                 EXISTS (SELECT 1 FROM alerts a WHERE a.rule_id = r.id AND a.status = 'firing') AS firing
          FROM alert_rules r
          JOIN devices d ON d.id = r.device_id
@@ -228,16 +241,51 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
            AND r.id NOT IN (SELECT id FROM rules)
          RETURNING st.rule_id
      ),
-     steps AS (
+     pairs AS (
          SELECT r.id, r.device_id, r.owner_id, r.metric, r.comparator, r.threshold,
-                r.clear_threshold, r.for_seconds, r.latest_at, r.firing, a.t, a.v,
-                reading_breaches(r.comparator, a.v, r.threshold) AS breaches,
-                greatest(r.last_clear_at, max(a.t) FILTER (
-                    WHERE NOT reading_breaches(r.comparator, a.v, r.threshold)
-                ) OVER (PARTITION BY r.id ORDER BY a.t ROWS UNBOUNDED PRECEDING)) AS last_clear_at
+                r.clear_threshold, r.for_seconds, r.latest_at, r.last_clear_at, r.firing,
+                a.t, a.v, a.received_at,
+                reading_breaches(r.comparator, a.v, r.threshold) AS breaches
          FROM rules r
          JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
-         WHERE r.comparator <> 'absent'
+         WHERE r.built_at IS NULL OR a.received_at > r.built_at
+     ),
+     late AS (
+         SELECT p.id, max(p.t) FILTER (WHERE NOT p.breaches) AS last_clear_at
+         FROM pairs p
+         WHERE p.comparator <> 'absent' AND p.t <= p.latest_at
+         GROUP BY p.id
+     ),
+     ordered AS (
+         SELECT p.*,
+                greatest(p.last_clear_at, l.last_clear_at, max(p.t) FILTER (WHERE NOT p.breaches)
+                    OVER (PARTITION BY p.id ORDER BY p.t ROWS UNBOUNDED PRECEDING)) AS clear_upto
+         FROM pairs p
+         LEFT JOIN late l ON l.id = p.id
+         WHERE p.comparator <> 'absent' AND (p.latest_at IS NULL OR p.t > p.latest_at)
+     ),
+     probed AS (
+         SELECT o.*,
+                CASE WHEN o.needs_start AND row_number() OVER (
+                              PARTITION BY o.device_id, o.metric, o.t, o.for_seconds, o.needs_start) = 1
+                     THEN (SELECT max(p.recorded_at) FROM sensor_readings p
+                           WHERE p.device_id = o.device_id AND p.metric = o.metric
+                             AND p.recorded_at <= o.t - make_interval(secs => o.for_seconds)
+                             AND p.received_at <= (SELECT h FROM bound))
+                END AS own_start
+         FROM (
+             SELECT o.*,
+                    o.breaches AND o.for_seconds > 0
+                    AND coalesce(o.clear_upto, '-infinity')
+                        < o.t - make_interval(secs => o.for_seconds) AS needs_start
+             FROM ordered o
+         ) o
+     ),
+     steps AS (
+         SELECT p.*,
+                max(p.own_start) OVER (PARTITION BY p.device_id, p.metric, p.t, p.for_seconds)
+                    AS window_start
+         FROM probed p
      ),
      events AS (
          SELECT e.*,
@@ -246,12 +294,8 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          FROM (
              SELECT s.id, s.device_id, s.owner_id, s.metric, s.t, s.v, s.firing,
                     CASE
-                        WHEN s.breaches AND (s.for_seconds = 0 OR (
-                            SELECT max(p.recorded_at) FROM sensor_readings p
-                            WHERE p.device_id = s.device_id AND p.metric = s.metric
-                              AND p.recorded_at <= s.t - make_interval(secs => s.for_seconds)
-                              AND p.received_at <= (SELECT h FROM bound)
-                        ) > coalesce(s.last_clear_at, '-infinity'))
+                        WHEN s.breaches AND (s.for_seconds = 0
+                                             OR s.window_start > coalesce(s.clear_upto, '-infinity'))
                             THEN 'fire'
                         WHEN CASE WHEN s.clear_threshold IS NULL THEN NOT s.breaches
                                   ELSE reading_clears(s.comparator, s.v, s.clear_threshold)
@@ -259,7 +303,6 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
                             THEN 'clear'
                     END AS kind
              FROM steps s
-             WHERE s.latest_at IS NULL OR s.t > s.latest_at
          ) e
          WHERE e.kind IS NOT NULL
      ),
@@ -271,11 +314,10 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          WHERE e.kind <> e.before
      ),
      arrived AS (
-         SELECT DISTINCT ON (r.id) r.id, a.t
-         FROM rules r
-         JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
-         WHERE r.comparator = 'absent' AND r.firing
-         ORDER BY r.id, a.received_at, a.t
+         SELECT DISTINCT ON (p.id) p.id, p.t
+         FROM pairs p
+         WHERE p.comparator = 'absent' AND p.firing
+         ORDER BY p.id, p.received_at, p.t
      ),
      resolved_existing AS (
          UPDATE alerts a SET status = 'resolved', resolved_at = $4, resolved_reading_at = x.t
@@ -306,17 +348,14 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
              last_clear_at = greatest(st.last_clear_at, f.last_clear_at),
              last_arrival_at = greatest(st.last_arrival_at, f.last_arrival_at)
          FROM (
-             SELECT r.id, bool_or(r.latest_at IS NULL OR a.t > r.latest_at) AS advanced,
-                    max(a.t) AS latest_at,
-                    (array_agg(a.v ORDER BY a.t DESC))[1] AS latest_value,
-                    max(a.t) FILTER (
-                        WHERE r.comparator <> 'absent'
-                          AND NOT reading_breaches(r.comparator, a.v, r.threshold)
-                    ) AS last_clear_at,
-                    max(a.received_at) AS last_arrival_at
-             FROM rules r
-             JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
-             GROUP BY r.id
+             SELECT p.id, bool_or(p.latest_at IS NULL OR p.t > p.latest_at) AS advanced,
+                    max(p.t) AS latest_at,
+                    (array_agg(p.v ORDER BY p.t DESC))[1] AS latest_value,
+                    max(p.t) FILTER (WHERE p.comparator <> 'absent' AND NOT p.breaches)
+                        AS last_clear_at,
+                    max(p.received_at) AS last_arrival_at
+             FROM pairs p
+             GROUP BY p.id
          ) f
          WHERE st.rule_id = f.id
          RETURNING st.rule_id, f.advanced
