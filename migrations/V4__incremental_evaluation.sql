@@ -33,7 +33,7 @@ CREATE TABLE rule_state (
     last_clear_at   timestamptz,            -- N: the newest reading time (>= the window's start) that did not breach
     last_arrival_at timestamptz,            -- absent rules: server time of the newest arrival, or the rule's creation
     built_at        timestamptz             -- arrivals before this are in the state since its build
-);
+) WITH (fillfactor = 50);                   -- updated every pass a reading arrives: room for HOT updates
 
 -- How far the arrivals (by received_at) have been folded into rule_state. One row; its lock
 -- makes one pass at a time the writer of rule_state (overlapping passes take turns chunk by chunk).

@@ -75,12 +75,11 @@ const BUILD: Sql = Sql::idempotent(
      rules AS (
          SELECT r.id, r.device_id, d.owner_id, r.metric, r.comparator, r.threshold,
                 r.clear_threshold, r.for_seconds, r.created_at, r.updated_at,
-                EXISTS (SELECT 1 FROM alerts a WHERE a.rule_id = r.id AND a.status = 'firing') AS firing
+                fa.id IS NOT NULL AS firing
          FROM alert_rules r
          JOIN devices d ON d.id = r.device_id
-         JOIN "user" u ON u.id = d.owner_id
+         LEFT JOIN alerts fa ON fa.rule_id = r.id AND fa.status = 'firing'
          WHERE r.id IN (SELECT id FROM stale)
-         FOR KEY SHARE OF r, d, u SKIP LOCKED
      ),
      built AS (
          SELECT r.*, latest.recorded_at AS latest_at, latest.value AS latest_value,
@@ -114,10 +113,24 @@ const BUILD: Sql = Sql::idempotent(
                AND NOT reading_breaches(r.comparator, s.value, r.threshold)
          ) clear ON r.comparator <> 'absent'
      ),
+     writers AS (
+         SELECT r.id
+         FROM alert_rules r
+         JOIN devices d ON d.id = r.device_id
+         JOIN "user" u ON u.id = d.owner_id
+         WHERE r.id IN (SELECT id FROM built WHERE (clears AND firing) OR (breaching AND NOT firing))
+         FOR KEY SHARE OF r, d, u SKIP LOCKED
+     ),
+     blocked AS (
+         SELECT id FROM built WHERE (clears AND firing) OR (breaching AND NOT firing)
+         EXCEPT
+         SELECT id FROM writers
+     ),
      resolved AS (
          UPDATE alerts a SET status = 'resolved', resolved_at = $1, resolved_reading_at = b.latest_at
          FROM built b
          WHERE a.rule_id = b.id AND a.status = 'firing' AND b.clears
+           AND b.id NOT IN (SELECT id FROM blocked)
          RETURNING a.id
      ),
      fired AS (
@@ -125,7 +138,7 @@ const BUILD: Sql = Sql::idempotent(
                              fired_reading_at)
          SELECT b.id, b.device_id, b.owner_id, b.metric, 'firing', b.latest_value, $1, b.latest_at
          FROM built b
-         WHERE b.breaching AND NOT b.firing
+         WHERE b.breaching AND NOT b.firing AND b.id NOT IN (SELECT id FROM blocked)
          ON CONFLICT DO NOTHING
          RETURNING id
      ),
@@ -135,6 +148,7 @@ const BUILD: Sql = Sql::idempotent(
          SELECT b.id, b.updated_at, b.latest_at, b.latest_value, b.last_clear_at,
                 greatest(b.created_at, b.latest_received), now() - interval '15 seconds'
          FROM built b
+         WHERE b.id NOT IN (SELECT id FROM blocked)
          ON CONFLICT (rule_id) DO UPDATE
             SET basis = excluded.basis, latest_at = excluded.latest_at,
                 latest_value = excluded.latest_value, last_clear_at = excluded.last_clear_at,
@@ -180,13 +194,15 @@ pub async fn build(tx: &Tx, now: DateTime<Utc>, chunk: i64) -> Result<Step, DbEr
 /// - `horizon`: `$2` (the pass's clock less the margin `$5`), but never past the database's own
 ///   clock less the margin: arrivals are stamped by the database, and a progress mark ahead of it
 ///   would pass over readings still to come.
-/// - `bound`: the chunk ends at the arrival time of the `$3`-th reading (all readings of one
-///   ingest statement share it, so a batch is never split), or at the horizon.
-/// - `rules`: the rules of the series that received readings, with a current state, locked so
-///   that a delete in flight is skipped, not failed on; `skipped` marks the others for rebuilding.
+/// - `bound`: the chunk ends at the arrival time of about the `$3`-th reading after `$1` (all
+///   readings of one ingest statement share it, so a batch is never split), or at the horizon. It
+///   reads at most 2 × `$3` arrivals in table order (readings are appended in arrival order) and
+///   takes the `$3`-th smallest, so a chunk costs the same whatever the backlog behind it.
+/// - `rules`: the rules of the series that received readings, with a current state.
 /// - `pairs`: each rule with the arrivals its state does not reflect yet (its build saw the rest);
-///   `late`: per rule, the newest non-breaching time among the older ones (a plain aggregate);
-///   `ordered`: the newer ones in order, with the newest non-breaching time up to each.
+///   `ordered`: the newer ones in order, each with the newest non-breaching time up to it (a
+///   running maximum over all of the rule's arrivals, the older ones included). No join between
+///   these derived sets: the planner cannot estimate them and nests loops over them.
 /// - `steps` → `events`: per rule, each newer reading's verdict: `fire` (breaching: it breaches,
 ///   and the window's start, the newest reading at or before its time − `for_seconds` among those
 ///   arrived so far, is newer than the last non-breaching reading up to it), `clear` (it clears),
@@ -200,6 +216,12 @@ pub async fn build(tx: &Tx, now: DateTime<Utc>, chunk: i64) -> Result<Step, DbEr
 ///   statement when the episode ended within these readings. The first `clear` of a firing rule
 ///   resolves its existing alert (`resolved_existing`, which the insert waits for so that the
 ///   one-firing-alert-per-rule index never sees two).
+/// - `writers`: the rules whose alerts change, locked (rule, device and user rows, `FOR KEY SHARE
+///   SKIP LOCKED`) so that one being deleted right now is skipped instead of failing the statement
+///   on a foreign key; only these are locked, as a tuple lock is a write. `blocked` (the others)
+///   keep their old state, marked for rebuilding (`skipped`) in case the delete rolls back. The
+///   writes filter with `NOT IN (… blocked)`, a hashed lookup in a set that is nearly always
+///   empty: `IN (… writers)` was planned as a nested loop over two large derived sets.
 /// - `folded`: L, its value, N and the last arrival, by `greatest`; a rule counts as evaluated when
 ///   its latest reading moved forward (older readings change no verdict now, only later ones).
 const FOLD_ARRIVALS: Sql = Sql::idempotent(
@@ -208,9 +230,12 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
      ),
      bound AS (
          SELECT coalesce((
-             SELECT s.received_at FROM sensor_readings s
-             WHERE s.received_at > $1 AND s.received_at <= (SELECT at FROM horizon)
-             ORDER BY s.received_at
+             SELECT x.received_at FROM (
+                 SELECT s.received_at FROM sensor_readings s
+                 WHERE s.received_at > $1 AND s.received_at <= (SELECT at FROM horizon)
+                 LIMIT 2 * $3
+             ) x
+             ORDER BY x.received_at
              OFFSET $3 LIMIT 1
          ), (SELECT at FROM horizon)) AS h
      ),
@@ -225,21 +250,12 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
      rules AS (
          SELECT r.id, r.device_id, d.owner_id, r.metric, r.comparator, r.threshold,
                 r.clear_threshold, r.for_seconds, st.latest_at, st.last_clear_at, st.built_at,
-                EXISTS (SELECT 1 FROM alerts a WHERE a.rule_id = r.id AND a.status = 'firing') AS firing
+                fa.id IS NOT NULL AS firing
          FROM alert_rules r
          JOIN devices d ON d.id = r.device_id
-         JOIN "user" u ON u.id = d.owner_id
          JOIN rule_state st ON st.rule_id = r.id AND st.basis = r.updated_at
+         LEFT JOIN alerts fa ON fa.rule_id = r.id AND fa.status = 'firing'
          WHERE (r.device_id, r.metric) IN (SELECT device_id, metric FROM series)
-         FOR KEY SHARE OF r, d, u SKIP LOCKED
-     ),
-     skipped AS (
-         UPDATE rule_state st SET basis = NULL
-         FROM alert_rules r
-         WHERE st.rule_id = r.id
-           AND (r.device_id, r.metric) IN (SELECT device_id, metric FROM series)
-           AND r.id NOT IN (SELECT id FROM rules)
-         RETURNING st.rule_id
      ),
      pairs AS (
          SELECT r.id, r.device_id, r.owner_id, r.metric, r.comparator, r.threshold,
@@ -250,19 +266,16 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
          WHERE r.built_at IS NULL OR a.received_at > r.built_at
      ),
-     late AS (
-         SELECT p.id, max(p.t) FILTER (WHERE NOT p.breaches) AS last_clear_at
-         FROM pairs p
-         WHERE p.comparator <> 'absent' AND p.t <= p.latest_at
-         GROUP BY p.id
-     ),
      ordered AS (
-         SELECT p.*,
-                greatest(p.last_clear_at, l.last_clear_at, max(p.t) FILTER (WHERE NOT p.breaches)
-                    OVER (PARTITION BY p.id ORDER BY p.t ROWS UNBOUNDED PRECEDING)) AS clear_upto
-         FROM pairs p
-         LEFT JOIN late l ON l.id = p.id
-         WHERE p.comparator <> 'absent' AND (p.latest_at IS NULL OR p.t > p.latest_at)
+         SELECT x.*
+         FROM (
+             SELECT p.*,
+                    greatest(p.last_clear_at, max(p.t) FILTER (WHERE NOT p.breaches)
+                        OVER (PARTITION BY p.id ORDER BY p.t ROWS UNBOUNDED PRECEDING)) AS clear_upto
+             FROM pairs p
+             WHERE p.comparator <> 'absent'
+         ) x
+         WHERE x.latest_at IS NULL OR x.t > x.latest_at
      ),
      probed AS (
          SELECT o.*,
@@ -319,12 +332,30 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          WHERE p.comparator = 'absent' AND p.firing
          ORDER BY p.id, p.received_at, p.t
      ),
+     writers AS (
+         SELECT r.id
+         FROM alert_rules r
+         JOIN devices d ON d.id = r.device_id
+         JOIN "user" u ON u.id = d.owner_id
+         WHERE r.id IN (SELECT id FROM transitions UNION SELECT id FROM arrived)
+         FOR KEY SHARE OF r, d, u SKIP LOCKED
+     ),
+     blocked AS (
+         SELECT id FROM transitions UNION SELECT id FROM arrived
+         EXCEPT
+         SELECT id FROM writers
+     ),
+     skipped AS (
+         UPDATE rule_state st SET basis = NULL
+         WHERE st.rule_id IN (SELECT id FROM blocked)
+         RETURNING st.rule_id
+     ),
      resolved_existing AS (
          UPDATE alerts a SET status = 'resolved', resolved_at = $4, resolved_reading_at = x.t
          FROM (SELECT id, t FROM transitions WHERE n = 1 AND kind = 'clear'
                UNION ALL
                SELECT id, t FROM arrived) x
-         WHERE a.rule_id = x.id AND a.status = 'firing'
+         WHERE a.rule_id = x.id AND a.status = 'firing' AND x.id NOT IN (SELECT id FROM blocked)
          RETURNING a.id
      ),
      fired AS (
@@ -335,7 +366,7 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
                 tr.v, $4, tr.t,
                 CASE WHEN tr.ended_at IS NULL THEN NULL ELSE $4::timestamptz END, tr.ended_at
          FROM transitions tr
-         WHERE tr.kind = 'fire'
+         WHERE tr.kind = 'fire' AND tr.id NOT IN (SELECT id FROM blocked)
            AND (SELECT count(*) FROM resolved_existing) >= 0
          ON CONFLICT DO NOTHING
          RETURNING status
@@ -357,7 +388,7 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
              FROM pairs p
              GROUP BY p.id
          ) f
-         WHERE st.rule_id = f.id
+         WHERE st.rule_id = f.id AND f.id NOT IN (SELECT id FROM blocked)
          RETURNING st.rule_id, f.advanced
      ),
      advanced AS (

@@ -225,18 +225,33 @@ async fn main() {
         sizes.repetitions
     );
 
-    ingest::figures(&sizes, &mut report).await;
-    series::figures(&sizes, &mut report).await;
-    alerts::figures(&sizes, &mut report).await;
-    process::figures(&sizes, &mut report).await;
+    // `--only ingest|series|alerts|process`: one area (a quicker look at what one change did).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    let runs = |area: &str| only.is_none_or(|only| only == area);
+    if runs("ingest") {
+        ingest::figures(&sizes, &mut report).await;
+    }
+    if runs("series") {
+        series::figures(&sizes, &mut report).await;
+    }
+    if runs("alerts") {
+        alerts::figures(&sizes, &mut report).await;
+    }
+    if runs("process") {
+        process::figures(&sizes, &mut report).await;
+    }
 
     let out = target_dir().join("bench");
     std::fs::create_dir_all(&out).expect("create target/bench");
-    // The smoke run of scripts/test must not overwrite a real run's results.
-    let path = out.join(if scale == Scale::Tiny {
-        "results-tiny.json"
-    } else {
-        "results.json"
+    // The smoke run of scripts/test, or a run of one area, must not overwrite a real run's results.
+    let path = out.join(match (scale, only) {
+        (Scale::Tiny, _) => "results-tiny.json".to_owned(),
+        (_, Some(area)) => format!("results-{area}.json"),
+        (_, None) => "results.json".to_owned(),
     });
     let json = json!({
         "scale": format!("{:?}", report.scale).to_lowercase(),
