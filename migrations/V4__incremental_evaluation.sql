@@ -9,6 +9,9 @@
 CREATE INDEX sensor_readings_received ON sensor_readings USING brin (received_at)
     WITH (pages_per_range = 32, autosummarize = on);
 
+-- The rules of a series (device, metric): what the pass looks up for each series with new readings.
+CREATE INDEX alert_rules_series ON alert_rules (device_id, metric);
+
 -- `absent` rules: no threshold; fire when no reading of the metric has arrived for for_seconds.
 ALTER TABLE alert_rules ALTER COLUMN threshold DROP NOT NULL;
 ALTER TABLE alert_rules DROP CONSTRAINT alert_rules_comparator_check;

@@ -1,6 +1,6 @@
 //! Alert evaluation: the first pass (every rule built), a pass a minute later (one new reading per
-//! series), a pass when nothing changed, how a pass grows with rules and with stored history, and
-//! how much a dense adversarial tenant slows everyone's pass.
+//! series; verdicts kept, or flapping), a pass when nothing changed, how a pass grows with rules
+//! and with stored history, and how much a dense adversarial tenant slows everyone's pass.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -82,16 +82,20 @@ async fn add_dense_tenant(test: &TestDb) {
 static ROUND: AtomicI64 = AtomicI64::new(0);
 
 /// A minute of new readings: one per ordinary series, and (when `dense`) 60 for the dense one,
-/// newer than anything stored. Not timed.
-async fn a_minute_later(test: &TestDb, dense: bool) {
+/// newer than anything stored. Steady values keep each rule's verdict (the newest generated
+/// reading of series `m` is `m`); flapping ones move 13 a minute across the threshold (50), so
+/// about a quarter of the rules change state and the pass writes that many alerts. Not timed.
+async fn a_minute_later(test: &TestDb, dense: bool, flapping: bool) {
     let round = ROUND.fetch_add(1, Ordering::Relaxed) + 1;
+    let step: i64 = if flapping { 13 } else { 0 };
     test.direct
         .execute(
             "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
-             SELECT d.id, 'm' || m, ($1::int8 * 13 + m) % 100, now() + $1::int8 * interval '1 minute'
+             SELECT d.id, 'm' || m, ($1::int8 * $2::int8 + m) % 100,
+                    now() + $1::int8 * interval '1 minute'
              FROM devices d, generate_series(0, 9) m
              WHERE d.owner_id = 'user_eval'",
-            &[&round],
+            &[&round, &step],
         )
         .await
         .expect("a minute of readings");
@@ -121,10 +125,12 @@ fn state(test: &TestDb) -> State {
 struct Passes {
     /// The first pass: every rule built from the table.
     build: Duration,
-    /// Median of passes each after a minute of new readings.
+    /// Median of passes each after a minute of new readings that keep every rule's verdict.
     minute: Duration,
     /// Median of passes with nothing new.
     steady: Duration,
+    /// Median of passes each after a minute of readings that flip about a quarter of the rules.
+    flapping: Duration,
 }
 
 async fn passes(test: &TestDb, rounds: usize, dense: bool) -> Passes {
@@ -136,9 +142,10 @@ async fn passes(test: &TestDb, rounds: usize, dense: bool) -> Passes {
         .expect("first pass");
     let build = started.elapsed();
     assert_eq!(first.rules_pending, 0, "{first:?}");
-    let (mut minute, mut steady) = (Samples::default(), Samples::default());
+    let (mut minute, mut steady, mut flapping) =
+        (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..rounds {
-        a_minute_later(test, dense).await;
+        a_minute_later(test, dense, false).await;
         let summary = minute
             .time(alert_eval::handle(&state, event.clone()))
             .await
@@ -152,10 +159,18 @@ async fn passes(test: &TestDb, rounds: usize, dense: bool) -> Passes {
             .await
             .expect("steady pass");
     }
+    for _ in 0..rounds {
+        a_minute_later(test, dense, true).await;
+        flapping
+            .time(alert_eval::handle(&state, event.clone()))
+            .await
+            .expect("flapping pass");
+    }
     Passes {
         build,
         minute: minute.median(),
         steady: steady.median(),
+        flapping: flapping.median(),
     }
 }
 
@@ -182,6 +197,14 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         "ms (p50)",
         None,
         "report (nothing changed)",
+        None,
+    );
+    report.add(
+        "alert_eval_flapping_ms",
+        ms(full.flapping),
+        "ms (p50)",
+        None,
+        "report (a quarter of the rules change state)",
         None,
     );
     report.add(
