@@ -259,6 +259,18 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
     let with = alert_data(ordinary, ordinary * 100).await;
     add_dense_tenant(&with).await;
     let beside = passes(&with, rounds, true).await;
+    // And the dense tenant's own rules work: a day of breaching readings, every rule firing.
+    let firing: i64 = with
+        .direct
+        .query_one(
+            "SELECT count(*) FROM alerts
+             WHERE device_id = '00000000-0000-0000-0000-0000000000de' AND status = 'firing'",
+            &[],
+        )
+        .await
+        .expect("dense alerts")
+        .get(0);
+    assert_eq!(firing, 100, "every dense rule fires");
     let ratio = beside.minute.as_secs_f64() / alone.minute.as_secs_f64();
     report.add(
         "alert_eval_adversarial_ratio",
