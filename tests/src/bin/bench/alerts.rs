@@ -277,8 +277,9 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         ratio,
         "x",
         Some((ms(alone.minute), ratio)),
-        &format!("<= 1.2 ({ordinary} rules + 100 dense)"),
-        Some(ratio <= 1.2),
+        &format!("<= 1.2 ({ordinary} rules + 100 dense; large)"),
+        // The goal is for 10,000 ordinary rules; beside fewer, the fixed-size dense tenant weighs more.
+        goal_applies.then_some(ratio <= 1.2),
     );
     report.add(
         "alert_eval_adversarial_build_ms",
