@@ -158,6 +158,11 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         })
         .await?;
         let Some(step) = step else {
+            if chunk == 1 {
+                // One rule's window is more than a chunk can scan: leave it for the next pass.
+                complete = false;
+                break;
+            }
             chunk = (chunk / 2).max(1);
             continue;
         };

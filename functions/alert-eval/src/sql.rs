@@ -11,11 +11,12 @@
 //!
 //! **Build** ([`build`]): a rule that is new or was changed gets its state from the table once:
 //! L, P and N over [P, L] (a scan bounded by the rule's own window, done once, in bounded chunks,
-//! cheapest rules first).
+//! cheapest rules first), and is judged on its latest reading.
 //!
 //! **Arrivals** ([`fold_arrivals`]): readings are found by arrival time (`received_at`, BRIN), in
 //! chunks of at most a given count, up to a horizon a little in the past (every ingest statement
-//! that began before it has finished, see `Pass::arrival_margin`). Per rule, the readings newer than
+//! that began before it has finished, see `Budget::arrival_margin`). The fold runs before any
+//! build in a pass. Per rule, the readings newer than
 //! L are replayed in reading-time order: each one is a moment at which the rule is judged, so an
 //! alert fires (and resolves) at the reading where the condition began (and ended), whether the
 //! readings came live, an hour late in one batch, or in any order within a pass. Readings older
@@ -27,9 +28,10 @@
 //!
 //! Writers of `rule_state` take turns on the `evaluation_progress` row (one short transaction per
 //! chunk, [`lock_progress`]): overlapping passes share the work and never replay a reading twice.
-//! Alerts are written only for rules whose rule, device and user rows this statement could lock
-//! (`FOR KEY SHARE … SKIP LOCKED`): a rule, device or user being deleted is skipped (its state is
-//! marked for rebuilding, in case the delete rolls back) instead of failing the pass on a foreign key.
+//! Alerts are written only for rules whose rule, device and user rows the statement could lock
+//! (`FOR KEY SHARE … SKIP LOCKED`, taken only for the rules whose alerts change): a rule, device or
+//! user being deleted is skipped (its state is marked for rebuilding, in case the delete rolls
+//! back) instead of failing the pass on a foreign key.
 
 use chrono::{DateTime, Utc};
 use shared::db::{DbError, Sql, Tx};
