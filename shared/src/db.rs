@@ -57,10 +57,6 @@ impl Sql {
     pub const fn text(&self) -> &'static str {
         self.text
     }
-
-    pub const fn idempotence(&self) -> Idempotence {
-        self.idempotence
-    }
 }
 
 /// One statement parameter with its Postgres type, as `query_typed` needs it.

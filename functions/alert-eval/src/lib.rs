@@ -131,7 +131,7 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         })
         .await?;
         match step {
-            Some((step, _through)) => {
+            Some(step) => {
                 summary.add(step);
                 if !step.full {
                     break;

@@ -393,13 +393,11 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          WHERE st.rule_id = f.id AND f.id NOT IN (SELECT id FROM blocked)
          RETURNING st.rule_id, f.advanced
      ),
-     advanced AS (
+     progressed AS (  -- runs although nothing reads it: a data-modifying CTE always does
          UPDATE evaluation_progress SET arrivals_through = (SELECT h FROM bound)
          WHERE id = 1
-         RETURNING arrivals_through
      )
-     SELECT (SELECT arrivals_through FROM advanced) AS through,
-            (SELECT count(*) FROM arrivals) AS arrivals,
+     SELECT (SELECT count(*) FROM arrivals) AS arrivals,
             (SELECT count(*) FROM folded WHERE advanced) AS rules,
             (SELECT count(*) FROM skipped) AS skipped,
             (SELECT count(*) FROM fired) AS fired,
@@ -416,7 +414,7 @@ pub async fn fold_arrivals(
     chunk: i64,
     now: DateTime<Utc>,
     margin: std::time::Duration,
-) -> Result<(Step, DateTime<Utc>), DbError> {
+) -> Result<Step, DbError> {
     let row = tx
         .query_typed_one(
             &FOLD_ARRIVALS,
@@ -439,7 +437,7 @@ pub async fn fold_arrivals(
         resolved: row.try_get("resolved")?,
         full: row.try_get::<_, i64>("arrivals")? > chunk,
     };
-    Ok((step, row.try_get("through")?))
+    Ok(step)
 }
 
 /// Fires the `absent` rules whose metric has had no arrival for `for_seconds` before `$2` (the

@@ -9,9 +9,9 @@
 //!
 //! Whichever commits first, the other sees it: no interleaving leaves a row beside a tombstone.
 
-use tokio_postgres::types::Type;
+mod sql;
 
-use crate::db::{Db, DbError, Idempotence, Sql, Tx};
+use crate::db::{Db, DbError, Idempotence, Tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserState {
@@ -19,26 +19,10 @@ pub enum UserState {
     Deleted,
 }
 
-/// A placeholder row (id only, `updated_at` NULL) so foreign keys resolve before the webhook
-/// has told us about the user; the webhook fills it in later.
-const INSERT_PLACEHOLDER: Sql = Sql::idempotent(
-    r#"INSERT INTO "user" (id)
-       SELECT $1
-       WHERE NOT EXISTS (SELECT 1 FROM user_tombstones WHERE id = $1)
-       ON CONFLICT (id) DO NOTHING"#,
-);
-
-const DROP_IF_TOMBSTONED: Sql = Sql::idempotent(
-    r#"WITH tombstone AS (SELECT 1 FROM user_tombstones WHERE id = $1),
-            dropped AS (DELETE FROM "user" WHERE id = $1 AND EXISTS (SELECT 1 FROM tombstone))
-       SELECT EXISTS (SELECT 1 FROM tombstone) AS tombstoned"#,
-);
-
 /// Makes sure a signed-in user has a row, unless they were deleted.
 pub async fn ensure(db: &Db, user_id: &str) -> Result<UserState, DbError> {
     db.transaction(Idempotence::Idempotent, |tx| async move {
-        tx.execute_typed(&INSERT_PLACEHOLDER, &[(&user_id, Type::TEXT)])
-            .await?;
+        sql::insert_placeholder(&tx, user_id).await?;
         drop_if_tombstoned(&tx, user_id).await
     })
     .await
@@ -46,11 +30,7 @@ pub async fn ensure(db: &Db, user_id: &str) -> Result<UserState, DbError> {
 
 /// The second half of every creation: on a fresh snapshot, a tombstone wins over the row.
 pub async fn drop_if_tombstoned(tx: &Tx, user_id: &str) -> Result<UserState, DbError> {
-    let deleted: bool = tx
-        .query_typed_one(&DROP_IF_TOMBSTONED, &[(&user_id, Type::TEXT)])
-        .await?
-        .try_get("tombstoned")?;
-    Ok(if deleted {
+    Ok(if sql::drop_if_tombstoned(tx, user_id).await? {
         UserState::Deleted
     } else {
         UserState::Active

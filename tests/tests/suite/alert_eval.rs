@@ -652,8 +652,7 @@ async fn a_pass_survives_rules_devices_and_users_deleted_while_it_runs() {
             send(&test, &alice_key, &[("t", "5", base())]).await;
             send(&test, &bob_key, &[("t", "5", base())]).await;
 
-            let deleter =
-                tests::connect(&test.direct_url().expose().replace("?sslmode=disable", "")).await;
+            let deleter = tests::connect(test.direct_url().expose()).await;
             deleter
                 .batch_execute(&format!("BEGIN; {delete}"))
                 .await
@@ -683,7 +682,7 @@ async fn a_rolled_back_delete_leaves_the_rule_to_be_rebuilt() {
     let rule = add_rule(&test, device, "t", "gt", "0", 0, None).await;
     evaluate(&test).await;
     send(&test, &key, &[("t", "5", base())]).await;
-    let deleter = tests::connect(&test.direct_url().expose().replace("?sslmode=disable", "")).await;
+    let deleter = tests::connect(test.direct_url().expose()).await;
     deleter
         .batch_execute(&format!(
             "BEGIN; DELETE FROM alert_rules WHERE id = '{rule}'"
