@@ -1,7 +1,15 @@
 //! Clerk session tokens → the caller's user id, verified the way Clerk's own `verifyToken` does:
 //! RS256 only; `exp` required; `exp`, `nbf` and `iat` with 5 s of clock skew; `sub` required;
 //! `azp` pinned when `CLERK_AUTHORIZED_PARTIES` is set; `iss` pinned when `CLERK_ISSUER` is set.
-//! Every failure is the same `401`; the reason is logged at debug level only.
+//! Every failure is the same `401`; the reason is logged at debug level only. A JWKS that cannot
+//! be fetched is a `503` (the caller's token may be fine), remembered for a few seconds so that
+//! requests do not each wait for the fetch to time out.
+//!
+//! The `__session` cookie is sent by the browser on its own, so a request that changes state with
+//! it must show that it comes from the application: an `Origin` among `CLERK_AUTHORIZED_PARTIES`
+//! and, for `POST`/`PUT`/`PATCH`, `Content-Type: application/json` (which a cross-site form or a
+//! "simple" `fetch` cannot send without a CORS preflight). Bearer tokens are not sent by the
+//! browser on its own: no such check.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex as StdMutex;
@@ -9,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use lambda_http::http::{HeaderMap, header};
+use lambda_http::Request;
+use lambda_http::http::{HeaderMap, Method, header};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, ConfigError};
 use crate::db::Db;
-use crate::http::ApiError;
+use crate::http::{self, ApiError};
 use crate::users::{self, UserState};
 
 /// Clock skew allowed on `exp`, `nbf` and `iat`, as Clerk's SDK allows.
@@ -24,6 +33,10 @@ pub const CLOCK_SKEW_SECONDS: u64 = 5;
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// A user already seen is not looked up again for this long (tombstone check, placeholder row).
 const KNOWN_USER_TTL: Duration = Duration::from_secs(60);
+/// A JWKS fetch that failed is not tried again for this long: requests answer `503` at once.
+const JWKS_FAILURE_TTL: Duration = Duration::from_secs(10);
+/// The development key pair's public half (`shared/dev/`): public, so never trusted in Lambda.
+const DEV_PUBLIC_KEY: &str = include_str!("../dev/clerk-dev-key.pub.pem");
 
 /// The verified caller: a Clerk user id (`sub`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,6 +81,8 @@ enum Keys {
 struct Jwks {
     url: String,
     http: reqwest::Client,
+    /// How long a failed fetch is remembered ([`JWKS_FAILURE_TTL`]).
+    failure_ttl: Duration,
     cache: Mutex<JwksCache>,
 }
 
@@ -77,6 +92,8 @@ struct JwksCache {
     loaded: bool,
     /// The last refetch caused by an unknown `kid`.
     refetched_at: Option<Instant>,
+    /// The last fetch that failed (remembered for `Jwks::failure_ttl`).
+    failed_at: Option<Instant>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +111,14 @@ impl Authenticator {
         let keys = if let Some(pem) = &config.clerk_jwt_key {
             // Environment variables often carry the PEM with literal `\n`s.
             let pem = pem.expose().replace("\\n", "\n");
+            if config.in_lambda && is_dev_key(&pem) {
+                return Err(ConfigError::Invalid {
+                    name: "CLERK_JWT_KEY",
+                    reason: "this is the repository's public development key: anyone can sign \
+                             tokens for it; configure your Clerk instance's key"
+                        .into(),
+                });
+            }
             Keys::Static(DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
                 ConfigError::Invalid {
                     name: "CLERK_JWT_KEY",
@@ -112,6 +137,7 @@ impl Authenticator {
             Keys::Jwks(Jwks {
                 url: url.clone(),
                 http,
+                failure_ttl: JWKS_FAILURE_TTL,
                 cache: Mutex::new(JwksCache::default()),
             })
         } else {
@@ -137,11 +163,30 @@ impl Authenticator {
         })
     }
 
-    /// The caller of a user route: a verified token, and a user who has not been deleted
-    /// (a placeholder `user` row is made for a user the webhook has not told us about yet).
-    pub async fn authenticate(&self, db: &Db, headers: &HeaderMap) -> Result<UserId, ApiError> {
+    /// How long a failed JWKS fetch is remembered (tests shorten it).
+    pub fn remember_jwks_failure_for(mut self, ttl: Duration) -> Self {
+        if let Keys::Jwks(jwks) = &mut self.keys {
+            jwks.failure_ttl = ttl;
+        }
+        self
+    }
+
+    /// The caller of a user route: a request that may use its credentials (see the module's
+    /// note on cookies), a verified token, and a user who has not been deleted (a placeholder
+    /// `user` row is made for a user the webhook has not told us about yet).
+    pub async fn authenticate(&self, db: &Db, req: &Request) -> Result<UserId, ApiError> {
+        let headers = req.headers();
+        let by_cookie =
+            !headers.contains_key(header::AUTHORIZATION) && session_token(headers).is_some();
+        if by_cookie && !req.method().is_safe() {
+            self.check_cookie_write(req)?;
+        }
         let user = match self.verify_headers(headers).await {
             Ok(user) => user,
+            Err(AuthError::Jwks(reason)) => {
+                tracing::warn!(%reason, "answering 503: the JWKS is unavailable");
+                return Err(ApiError::unavailable());
+            }
             Err(reason) => {
                 tracing::debug!(%reason, "session token refused");
                 return Err(ApiError::unauthorized());
@@ -156,6 +201,29 @@ impl Authenticator {
         }
         self.remember(&user);
         Ok(user)
+    }
+
+    /// A state-changing request authenticated by the cookie: from an authorized party's page, as
+    /// JSON. Refused before anything is looked up or written.
+    fn check_cookie_write(&self, req: &Request) -> Result<(), ApiError> {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if !origin.is_some_and(|o| self.authorized_parties.contains(o)) {
+            tracing::info!(
+                ?origin,
+                "cookie-authenticated write from an origin not authorized"
+            );
+            return Err(ApiError::unauthorized());
+        }
+        let sends_body = [Method::POST, Method::PUT, Method::PATCH].contains(req.method());
+        if sends_body && req.headers().get(header::CONTENT_TYPE).is_none() {
+            return Err(ApiError::bad_request(
+                "Content-Type must be application/json",
+            ));
+        }
+        http::require_json(req)
     }
 
     /// The token from `Authorization: Bearer …`, or from the `__session` cookie when there is no
@@ -232,7 +300,7 @@ impl Jwks {
         let kid = kid.ok_or(AuthError::UnknownKey(None))?;
         let mut cache = self.cache.lock().await;
         if !cache.loaded {
-            cache.keys = self.fetch().await?;
+            cache.keys = self.fetch_noting_failure(&mut cache).await?;
             cache.loaded = true;
         }
         if let Some(key) = cache.keys.get(kid) {
@@ -243,13 +311,29 @@ impl Jwks {
             .is_none_or(|at| at.elapsed() >= JWKS_REFETCH_INTERVAL);
         if may_refetch {
             cache.refetched_at = Some(Instant::now());
-            cache.keys = self.fetch().await?;
+            cache.keys = self.fetch_noting_failure(&mut cache).await?;
         }
         cache
             .keys
             .get(kid)
             .cloned()
             .ok_or_else(|| AuthError::UnknownKey(Some(kid.to_owned())))
+    }
+
+    /// [`Jwks::fetch`], unless one failed less than `failure_ttl` ago.
+    async fn fetch_noting_failure(
+        &self,
+        cache: &mut JwksCache,
+    ) -> Result<HashMap<String, DecodingKey>, AuthError> {
+        if let Some(at) = cache.failed_at.filter(|at| at.elapsed() < self.failure_ttl) {
+            return Err(AuthError::Jwks(format!(
+                "the last fetch failed {} ms ago",
+                at.elapsed().as_millis()
+            )));
+        }
+        let fetched = self.fetch().await;
+        cache.failed_at = fetched.is_err().then(Instant::now);
+        fetched
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, AuthError> {
@@ -276,6 +360,12 @@ impl Jwks {
         tracing::info!(keys = keys.len(), "fetched JWKS");
         Ok(keys)
     }
+}
+
+/// Whether `pem` is the committed development public key (whatever its line breaks).
+fn is_dev_key(pem: &str) -> bool {
+    let body = |text: &str| -> String { text.split_whitespace().collect() };
+    body(pem) == body(DEV_PUBLIC_KEY)
 }
 
 /// `Authorization: Bearer <token>`; without an Authorization header, the `__session` cookie.

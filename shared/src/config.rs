@@ -49,9 +49,36 @@ pub struct Config {
     pub clerk_authorized_parties: Vec<String>,
     pub clerk_webhook_secret: Option<Secret>,
     pub offline_after: Duration,
+    pub limits: Limits,
+    /// Running in AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set): no development shortcuts.
+    pub in_lambda: bool,
 }
 
 pub const DEFAULT_OFFLINE_AFTER_SECONDS: u64 = 300;
+
+/// The per-tenant limits (`LIMIT_*`, `INGEST_*`), each enforced by the statement that writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub devices_per_user: i32,
+    pub rules_per_device: i32,
+    pub metrics_per_device: i32,
+    /// Ingest requests per second a device may sustain; 0 turns the rate limit off.
+    pub ingest_rate_per_device: f64,
+    /// Requests a device may send at once after a quiet spell (the bucket's size).
+    pub ingest_burst_per_device: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            devices_per_user: 1_000,
+            rules_per_device: 100,
+            metrics_per_device: 1_000,
+            ingest_rate_per_device: 20.0,
+            ingest_burst_per_device: 100.0,
+        }
+    }
+}
 
 /// Keys a Secrets Manager secret may fill in; anything else in it is ignored.
 const KNOWN_KEYS: &[&str] = &[
@@ -63,6 +90,11 @@ const KNOWN_KEYS: &[&str] = &[
     "CLERK_AUTHORIZED_PARTIES",
     "CLERK_WEBHOOK_SECRET",
     "OFFLINE_AFTER_SECONDS",
+    "LIMIT_DEVICES_PER_USER",
+    "LIMIT_RULES_PER_DEVICE",
+    "LIMIT_METRICS_PER_DEVICE",
+    "INGEST_RATE_PER_DEVICE",
+    "INGEST_BURST_PER_DEVICE",
 ];
 
 impl Config {
@@ -83,16 +115,20 @@ impl Config {
     /// Parses the variables; only `DATABASE_URL` is required by every function.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let secret = |name| non_empty(vars, name).map(Secret::new);
-        let offline_after = match non_empty(vars, "OFFLINE_AFTER_SECONDS") {
-            None => DEFAULT_OFFLINE_AFTER_SECONDS,
-            Some(text) => text
-                .parse::<u64>()
-                .ok()
-                .filter(|s| (1..=7 * 86_400).contains(s))
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "OFFLINE_AFTER_SECONDS",
-                    reason: "expected whole seconds between 1 and 604800".into(),
-                })?,
+        let offline_after = whole(vars, "OFFLINE_AFTER_SECONDS", 1, 7 * 86_400)?
+            .unwrap_or(DEFAULT_OFFLINE_AFTER_SECONDS as i64);
+        let default = Limits::default();
+        let limit = |name, default: i32| -> Result<i32, ConfigError> {
+            Ok(whole(vars, name, 1, 1_000_000)?.map_or(default, |n| n as i32))
+        };
+        let limits = Limits {
+            devices_per_user: limit("LIMIT_DEVICES_PER_USER", default.devices_per_user)?,
+            rules_per_device: limit("LIMIT_RULES_PER_DEVICE", default.rules_per_device)?,
+            metrics_per_device: limit("LIMIT_METRICS_PER_DEVICE", default.metrics_per_device)?,
+            ingest_rate_per_device: whole(vars, "INGEST_RATE_PER_DEVICE", 0, 1_000_000)?
+                .map_or(default.ingest_rate_per_device, |n| n as f64),
+            ingest_burst_per_device: whole(vars, "INGEST_BURST_PER_DEVICE", 1, 1_000_000)?
+                .map_or(default.ingest_burst_per_device, |n| n as f64),
         };
         Ok(Self {
             database_url: secret("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
@@ -110,7 +146,9 @@ impl Config {
                 })
                 .unwrap_or_default(),
             clerk_webhook_secret: secret("CLERK_WEBHOOK_SECRET"),
-            offline_after: Duration::from_secs(offline_after),
+            offline_after: Duration::from_secs(offline_after as u64),
+            limits,
+            in_lambda: non_empty(vars, "AWS_LAMBDA_FUNCTION_NAME").is_some(),
         })
     }
 
@@ -127,6 +165,26 @@ impl Config {
             .as_ref()
             .unwrap_or(&self.database_url)
     }
+}
+
+/// An optional whole number in `min..=max`; anything else stops the function naming `name`.
+fn whole(
+    vars: &HashMap<String, String>,
+    name: &'static str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, ConfigError> {
+    non_empty(vars, name)
+        .map(|text| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    reason: format!("expected a whole number between {min} and {max}"),
+                })
+        })
+        .transpose()
 }
 
 fn non_empty<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
@@ -253,6 +311,31 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("OFFLINE_AFTER_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn limits_default_and_bad_ones_are_named() {
+        let config = Config::from_vars(&vars(&[("DATABASE_URL", "postgres://h/db")])).unwrap();
+        assert_eq!(config.limits, Limits::default());
+        let config = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "postgres://h/db"),
+            ("LIMIT_RULES_PER_DEVICE", "5"),
+            ("INGEST_RATE_PER_DEVICE", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(config.limits.rules_per_device, 5);
+        assert_eq!(config.limits.ingest_rate_per_device, 0.0);
+        for (name, value) in [
+            ("LIMIT_DEVICES_PER_USER", "0"),
+            ("LIMIT_METRICS_PER_DEVICE", "many"),
+            ("INGEST_BURST_PER_DEVICE", "0"),
+            ("INGEST_RATE_PER_DEVICE", "-1"),
+        ] {
+            let err =
+                Config::from_vars(&vars(&[("DATABASE_URL", "postgres://h/db"), (name, value)]))
+                    .unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

@@ -157,8 +157,8 @@ struct Live {
 }
 
 impl Db {
-    /// Parses the URL; connects on first use. `sslmode=require` (Neon) uses rustls with the
-    /// webpki roots; `sslmode=disable` (local) plain TCP.
+    /// Parses the URL; connects on first use. TLS (rustls, webpki roots) is required unless the
+    /// URL says `sslmode=disable` (local use): no silent fallback to plain TCP.
     pub fn new(url: &Secret) -> Result<Self, DbError> {
         Self::with_timeouts(url, Timeouts::default())
     }
@@ -184,7 +184,7 @@ impl Db {
                     .unwrap_or_else(|_| "iot-telemetry".into()),
             );
         }
-        let tls = (config.get_ssl_mode() != SslMode::Disable).then(tls_connector);
+        let tls = tls_for(&mut config);
         Ok(Self {
             config,
             tls,
@@ -408,11 +408,11 @@ impl Db {
 
 /// A plain client on the direct URL, for migrations only: not for the pooled URL.
 pub(crate) async fn connect_direct(url: &Secret) -> Result<Client, DbError> {
-    let config: tokio_postgres::Config = url
+    let mut config: tokio_postgres::Config = url
         .expose()
         .parse()
         .map_err(|_| DbError::Unavailable("the database URL is not a valid Postgres URL".into()))?;
-    let tls = (config.get_ssl_mode() != SslMode::Disable).then(tls_connector);
+    let tls = tls_for(&mut config);
     tokio::time::timeout(Timeouts::default().connect, open(&config, tls.as_ref()))
         .await
         .map_err(|_| DbError::Unavailable("connect timed out".into()))?
@@ -567,6 +567,18 @@ where
     if let Err(error) = connection.await {
         tracing::warn!(%error, "database connection closed");
     }
+}
+
+/// TLS unless the URL says `sslmode=disable`: the driver's default (`prefer`) would fall back to
+/// plain TCP when the server (or someone in between) declines TLS, so it becomes `require`.
+fn tls_for(
+    config: &mut tokio_postgres::Config,
+) -> Option<tokio_postgres_rustls::MakeRustlsConnect> {
+    if config.get_ssl_mode() == SslMode::Disable {
+        return None;
+    }
+    config.ssl_mode(SslMode::Require);
+    Some(tls_connector())
 }
 
 fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {

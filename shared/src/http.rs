@@ -24,6 +24,7 @@ pub struct ApiError {
     message: Cow<'static, str>,
     field: Option<String>,
     allow: Option<&'static str>,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -34,6 +35,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -94,6 +96,23 @@ impl ApiError {
         }
     }
 
+    /// The account or device is at one of the documented limits; `message` names it.
+    pub fn limit_reached(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::CONFLICT, "limit_reached", message)
+    }
+
+    /// The device sent more than its ingest rate allows; `Retry-After` is `seconds`.
+    pub fn rate_limited(seconds: u32) -> Self {
+        Self {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "this device sends faster than its ingest rate allows; retry later",
+            )
+        }
+    }
+
     /// A bug: the caller learns nothing more, the log has the details.
     pub fn internal() -> Self {
         Self::new(
@@ -104,11 +123,14 @@ impl ApiError {
     }
 
     pub fn unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the service is temporarily unavailable, retry later",
-        )
+        Self {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service is temporarily unavailable, retry later",
+            )
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -147,8 +169,8 @@ impl ApiError {
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -190,6 +212,15 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
             )
         }
     }
+}
+
+/// A JSON response that carries a secret (a device key): no cache, shared or private, keeps it.
+pub fn json_no_store<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut response = json(status, body);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// `204 No Content`.

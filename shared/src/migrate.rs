@@ -18,6 +18,15 @@ pub enum MigrateError {
 /// Applies the migrations not applied yet; returns the names of those it applied (none when
 /// the database is current, so running it twice is a no-op).
 pub async fn run(url: &Secret) -> Result<Vec<String>, MigrateError> {
+    run_to(url, None).await
+}
+
+/// Like [`run`], stopping after migration `version` when one is given (to test a migration
+/// against data written by the schema before it).
+pub async fn run_to(
+    url: &Secret,
+    version: Option<refinery::SchemaVersion>,
+) -> Result<Vec<String>, MigrateError> {
     let mut client = db::connect_direct(url)
         .await
         .map_err(|e| MigrateError::Connect(e.to_string()))?;
@@ -27,7 +36,9 @@ pub async fn run(url: &Secret) -> Result<Vec<String>, MigrateError> {
         .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
         .await
         .map_err(|e| MigrateError::Connect(e.to_string()))?;
+    let target = version.map_or(refinery::Target::Latest, refinery::Target::Version);
     let report = migrations::runner()
+        .set_target(target)
         .set_abort_divergent(true)
         .run_async(&mut client)
         .await?;

@@ -118,9 +118,13 @@ impl TestDb {
         let row = self
             .direct
             .query_one(
-                r#"WITH u AS (INSERT INTO "user" (id) VALUES ($1) ON CONFLICT DO NOTHING)
-                   INSERT INTO devices (owner_id, name, device_key_hash) VALUES ($1, 'test device', $2)
-                   RETURNING id"#,
+                r#"WITH u AS (
+                       INSERT INTO "user" (id, device_count) VALUES ($1, 1)
+                       ON CONFLICT (id) DO UPDATE SET device_count = "user".device_count + 1
+                   ),
+                   d AS (INSERT INTO devices (owner_id, name) VALUES ($1, 'test device') RETURNING id),
+                   k AS (INSERT INTO device_keys (hash, device_id) SELECT $2, id FROM d)
+                   SELECT id FROM d"#,
                 &[&owner, &hash],
             )
             .await
@@ -312,6 +316,8 @@ pub enum Expect {
     NotFound,
     /// `405 method_not_allowed`.
     WrongMethod,
+    /// `409 limit_reached`.
+    AtLimit,
     /// `413 payload_too_large`.
     TooLarge,
     /// `422 validation_failed` naming the field.
@@ -327,6 +333,7 @@ impl Expect {
             Self::Unauthorized => (401, "unauthorized", None),
             Self::NotFound => (404, "not_found", None),
             Self::WrongMethod => (405, "method_not_allowed", None),
+            Self::AtLimit => (409, "limit_reached", None),
             Self::TooLarge => (413, "payload_too_large", None),
             Self::Invalid(field) => (422, "validation_failed", Some(field)),
         };

@@ -10,7 +10,7 @@ mod sql;
 
 use lambda_http::Request;
 use shared::auth::{Authenticator, UserId};
-use shared::config::Config;
+use shared::config::{Config, Limits};
 use shared::db::Db;
 use shared::http::{self, ApiError, Response};
 use uuid::Uuid;
@@ -22,6 +22,7 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 pub struct State {
     pub db: Db,
     pub auth: Authenticator,
+    pub limits: Limits,
 }
 
 impl State {
@@ -29,6 +30,7 @@ impl State {
         Ok(Self {
             db: Db::new(&config.database_url)?,
             auth: Authenticator::from_config(config)?,
+            limits: config.limits,
         })
     }
 }
@@ -42,6 +44,7 @@ pub async fn handle(state: &State, req: Request) -> Response {
 pub const ROUTES: &http::Routes = &[
     ("/v1/devices", "GET, POST"),
     ("/v1/devices/{id}", "GET, PATCH, DELETE"),
+    ("/v1/devices/{id}/keys", "POST"),
     ("/v1/devices/{id}/rules", "GET, POST"),
     ("/v1/devices/{id}/rules/{rule_id}", "GET, PATCH, DELETE"),
     ("/v1/alerts", "GET"),
@@ -50,9 +53,10 @@ pub const ROUTES: &http::Routes = &[
 async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
     // The path and method are checked before the caller: a wrong method is 405 whoever asks.
     let (route, params) = http::route(ROUTES, req)?;
-    let caller = state.auth.authenticate(&state.db, req.headers()).await?;
+    let caller = state.auth.authenticate(&state.db, req).await?;
     let ctx = Ctx {
         db: &state.db,
+        limits: &state.limits,
         caller: &caller,
         req,
     };
@@ -66,6 +70,7 @@ async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
         ("GET", "/v1/devices/{id}", [id]) => devices::get(ctx, *id).await,
         ("PATCH", "/v1/devices/{id}", [id]) => devices::rename(ctx, *id).await,
         ("DELETE", "/v1/devices/{id}", [id]) => devices::delete(ctx, *id).await,
+        ("POST", "/v1/devices/{id}/keys", [id]) => devices::rotate_key(ctx, *id).await,
         ("POST", "/v1/devices/{id}/rules", [id]) => rules::create(ctx, *id).await,
         ("GET", "/v1/devices/{id}/rules", [id]) => rules::list(ctx, *id).await,
         ("GET", "/v1/devices/{id}/rules/{rule_id}", [id, rule]) => {
@@ -86,6 +91,7 @@ async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
 #[derive(Clone, Copy)]
 struct Ctx<'a> {
     db: &'a Db,
+    limits: &'a Limits,
     caller: &'a UserId,
     req: &'a Request,
 }

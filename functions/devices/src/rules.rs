@@ -12,7 +12,8 @@ use shared::http::{self, ApiError, Response};
 use shared::paging::{Page, PageRequest, TimeId};
 use uuid::Uuid;
 
-use crate::{BODY_LIMIT, Ctx, sql};
+use crate::sql::{self, Created};
+use crate::{BODY_LIMIT, Ctx};
 
 #[derive(Serialize)]
 pub struct Rule {
@@ -212,10 +213,14 @@ impl NewRule {
 
 pub async fn create(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError> {
     let new = NewRule::parse(ctx.req)?;
-    let rule = sql::create_rule(ctx.db, ctx.caller, device_id, &new)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(http::json(StatusCode::CREATED, &rule))
+    let limit = ctx.limits.rules_per_device;
+    match sql::create_rule(ctx.db, ctx.caller, device_id, &new, limit).await? {
+        None => Err(ApiError::not_found()),
+        Some(Created::AtLimit) => Err(ApiError::limit_reached(format!(
+            "rules per device: a device may have at most {limit} rules"
+        ))),
+        Some(Created::Created(rule)) => Ok(http::json(StatusCode::CREATED, &rule)),
+    }
 }
 
 /// Newest first, paged like every list.

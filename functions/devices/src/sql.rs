@@ -5,7 +5,7 @@
 
 use const_format::concatcp;
 use shared::auth::UserId;
-use shared::db::{Db, DbError, Sql};
+use shared::db::{Db, DbError, Idempotence, Sql};
 use shared::domain::DeviceName;
 use shared::paging::{PageRequest, TimeId};
 use tokio_postgres::Row;
@@ -17,7 +17,8 @@ use crate::devices::Device;
 use crate::rules::{NewRule, Rule, RuleChange};
 
 /// A device as every statement returns it (`d` is the `devices` row).
-const DEVICE: &str = "d.id, d.name, d.status, d.last_seen_at, d.created_at";
+const DEVICE: &str = "d.id, d.name, d.status, d.last_seen_at, d.created_at, d.key_created_at,
+     d.previous_key_expires_at";
 
 fn device(row: &Row) -> Result<Device, DbError> {
     Ok(Device {
@@ -26,34 +27,70 @@ fn device(row: &Row) -> Result<Device, DbError> {
         status: row.try_get("status")?,
         last_seen_at: row.try_get("last_seen_at")?,
         created_at: row.try_get("created_at")?,
+        key_created_at: row.try_get("key_created_at")?,
+        previous_key_expires_at: row.try_get("previous_key_expires_at")?,
     })
 }
 
-/// Creating twice makes two devices: never retried.
+/// What a statement that creates something under a limit did.
+pub enum Created<T> {
+    Created(T),
+    /// Nothing written: the parent is at its limit.
+    AtLimit,
+}
+
+/// The owner's row, locked first (so that creates for one owner take turns and read the newest
+/// counter), whether it has room under the limit `$4`, and the counter taken only when it has:
+/// the limit is exact however many creates run at once. Then the device and its key; no row at
+/// all when the owner's row is gone (the user was deleted: their token is stale). Creating twice
+/// makes two devices: never retried.
 const CREATE_DEVICE: Sql = Sql::once(concatcp!(
-    "INSERT INTO devices AS d (owner_id, name, device_key_hash)
-     VALUES ($1, $2, $3)
-     RETURNING ",
-    DEVICE
+    r#"WITH owner AS (
+         SELECT u.id, u.device_count < $4 AS room FROM "user" u WHERE u.id = $1
+         FOR NO KEY UPDATE
+     ),
+     counted AS (
+         UPDATE "user" u SET device_count = u.device_count + 1
+         FROM owner WHERE u.id = owner.id AND owner.room
+         RETURNING u.id
+     ),
+     d AS (
+         INSERT INTO devices (owner_id, name) SELECT id, $2 FROM counted
+         RETURNING *
+     ),
+     key AS (INSERT INTO device_keys (hash, device_id) SELECT $3, id FROM d)
+     SELECT owner.room, "#,
+    DEVICE,
+    " FROM owner LEFT JOIN d ON true"
 ));
 
+/// `None` when the owner's row is gone.
 pub async fn create_device(
     db: &Db,
     owner: &UserId,
     name: &DeviceName,
     key_hash: &[u8],
-) -> Result<Device, DbError> {
-    let row = db
-        .query_typed_one(
+    limit: i32,
+) -> Result<Option<Created<Device>>, DbError> {
+    let Some(row) = db
+        .query_typed_opt(
             &CREATE_DEVICE,
             &[
                 (&owner.as_str(), Type::TEXT),
                 (&name.as_str(), Type::TEXT),
                 (&key_hash, Type::BYTEA),
+                (&limit, Type::INT4),
             ],
         )
-        .await?;
-    device(&row)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(if row.try_get("room")? {
+        Created::Created(device(&row)?)
+    } else {
+        Created::AtLimit
+    }))
 }
 
 /// Newest first, after the keyset cursor `($2, $3)`.
@@ -131,19 +168,90 @@ pub async fn rename_device(
     .transpose()
 }
 
-/// Readings, rules and alerts go with it (foreign keys cascade). `once`: a retry after a lost
-/// reply would find nothing and answer 404 for a delete that succeeded.
-const DELETE_DEVICE: Sql = Sql::once("DELETE FROM devices WHERE id = $1 AND owner_id = $2");
+/// Keys, readings, rules and alerts go with it (foreign keys cascade), and its place under the
+/// owner's limit is free at once. The owner's row is locked first, as [`CREATE_DEVICE`] does.
+/// `once`: a retry after a lost reply would find nothing and answer 404 for a delete that
+/// succeeded.
+const DELETE_DEVICE: Sql = Sql::once(
+    r#"WITH owner AS (SELECT id FROM "user" WHERE id = $2 FOR NO KEY UPDATE),
+     gone AS (
+         DELETE FROM devices d USING owner WHERE d.id = $1 AND d.owner_id = owner.id
+         RETURNING d.owner_id
+     ),
+     counted AS (
+         UPDATE "user" u SET device_count = u.device_count - 1 FROM gone WHERE u.id = gone.owner_id
+     )
+     SELECT count(*) AS deleted FROM gone"#,
+);
 
 /// Whether the caller had such a device.
 pub async fn delete_device(db: &Db, owner: &UserId, id: Uuid) -> Result<bool, DbError> {
-    let deleted = db
-        .execute_typed(
+    let row = db
+        .query_typed_one(
             &DELETE_DEVICE,
             &[(&id, Type::UUID), (&owner.as_str(), Type::TEXT)],
         )
         .await?;
-    Ok(deleted > 0)
+    Ok(row.try_get::<_, i64>("deleted")? > 0)
+}
+
+/// Locks the caller's device so that rotations of one device take turns, each on a snapshot
+/// taken after the previous one committed ([`ROTATE_KEY`] runs next, in the same transaction).
+const LOCK_DEVICE: Sql =
+    Sql::once("SELECT id FROM devices WHERE id = $1 AND owner_id = $2 FOR NO KEY UPDATE");
+
+/// A new current key `$2`; the current one until now expires `$3` seconds from now; an older
+/// previous key, if any, ends at once (deleted: a device has at most two keys). `previous` is
+/// read before the new key goes in, so that the index of current keys never sees two.
+const ROTATE_KEY: Sql = Sql::once(concatcp!(
+    "WITH ended AS (DELETE FROM device_keys WHERE device_id = $1 AND expires_at IS NOT NULL),
+     previous AS (
+         UPDATE device_keys SET expires_at = now() + make_interval(secs => $3)
+         WHERE device_id = $1 AND expires_at IS NULL
+         RETURNING expires_at
+     ),
+     added AS (
+         INSERT INTO device_keys (hash, device_id)
+         SELECT $2, $1 FROM (SELECT count(*) FROM previous) p
+     )
+     UPDATE devices d
+     SET key_created_at = now(), previous_key_expires_at = (SELECT max(expires_at) FROM previous)
+     WHERE d.id = $1
+     RETURNING ",
+    DEVICE
+));
+
+/// `None` when the device is not the caller's.
+pub async fn rotate_key(
+    db: &Db,
+    owner: &UserId,
+    id: Uuid,
+    key_hash: &[u8],
+    grace_seconds: i32,
+) -> Result<Option<Device>, DbError> {
+    db.transaction(Idempotence::Once, |tx| async move {
+        let locked = tx
+            .query_typed(
+                &LOCK_DEVICE,
+                &[(&id, Type::UUID), (&owner.as_str(), Type::TEXT)],
+            )
+            .await?;
+        if locked.is_empty() {
+            return Ok(None);
+        }
+        let row = tx
+            .query_typed_one(
+                &ROTATE_KEY,
+                &[
+                    (&id, Type::UUID),
+                    (&key_hash, Type::BYTEA),
+                    (&f64::from(grace_seconds), Type::FLOAT8),
+                ],
+            )
+            .await?;
+        device(&row).map(Some)
+    })
+    .await
 }
 
 /// A rule as every statement returns it (`r` is the `alert_rules` row).
@@ -164,14 +272,27 @@ fn rule(row: &Row) -> Result<Rule, DbError> {
     })
 }
 
-/// The ownership check is the `SELECT` the row comes from: no device of yours, no row.
+/// The device, locked first (creates on one device take turns and read its newest counter), and
+/// the rule only when the device has room under the limit `$8`, as [`CREATE_DEVICE`] does for
+/// devices. No row when the device is not the caller's.
 const CREATE_RULE: Sql = Sql::once(concatcp!(
-    "INSERT INTO alert_rules AS r (device_id, metric, comparator, threshold, for_seconds, clear_threshold)
-     SELECT d.id, $3, $4, $5, $6, $7
-     FROM devices d
-     WHERE d.id = $1 AND d.owner_id = $2
-     RETURNING ",
-    RULE
+    "WITH device AS (
+         SELECT d.id, d.rule_count < $8 AS room FROM devices d WHERE d.id = $1 AND d.owner_id = $2
+         FOR NO KEY UPDATE
+     ),
+     counted AS (
+         UPDATE devices d SET rule_count = d.rule_count + 1
+         FROM device WHERE d.id = device.id AND device.room
+         RETURNING d.id
+     ),
+     r AS (
+         INSERT INTO alert_rules (device_id, metric, comparator, threshold, for_seconds, clear_threshold)
+         SELECT id, $3, $4, $5, $6, $7 FROM counted
+         RETURNING *
+     )
+     SELECT device.room, ",
+    RULE,
+    " FROM device LEFT JOIN r ON true"
 ));
 
 /// `None` when the device is not the caller's.
@@ -180,23 +301,31 @@ pub async fn create_rule(
     owner: &UserId,
     device: Uuid,
     new: &NewRule,
-) -> Result<Option<Rule>, DbError> {
-    db.query_typed_opt(
-        &CREATE_RULE,
-        &[
-            (&device, Type::UUID),
-            (&owner.as_str(), Type::TEXT),
-            (&new.metric.as_str(), Type::TEXT),
-            (&new.comparator.as_str(), Type::TEXT),
-            (&new.threshold, Type::NUMERIC),
-            (&new.for_seconds.get(), Type::INT4),
-            (&new.clear_threshold, Type::NUMERIC),
-        ],
-    )
-    .await?
-    .as_ref()
-    .map(rule)
-    .transpose()
+    limit: i32,
+) -> Result<Option<Created<Rule>>, DbError> {
+    let Some(row) = db
+        .query_typed_opt(
+            &CREATE_RULE,
+            &[
+                (&device, Type::UUID),
+                (&owner.as_str(), Type::TEXT),
+                (&new.metric.as_str(), Type::TEXT),
+                (&new.comparator.as_str(), Type::TEXT),
+                (&new.threshold, Type::NUMERIC),
+                (&new.for_seconds.get(), Type::INT4),
+                (&new.clear_threshold, Type::NUMERIC),
+                (&limit, Type::INT4),
+            ],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(if row.try_get("room")? {
+        Created::Created(rule(&row)?)
+    } else {
+        Created::AtLimit
+    }))
 }
 
 /// Newest first after the keyset cursor `($3, $4)`: one row per rule, or a single row of NULLs
@@ -325,17 +454,26 @@ pub async fn update_rule(
     .transpose()
 }
 
-/// `once`, like [`DELETE_DEVICE`].
+/// The device is locked first, as [`CREATE_RULE`] does, and its place under the limit is free at
+/// once. `once`, like [`DELETE_DEVICE`].
 const DELETE_RULE: Sql = Sql::once(
-    "DELETE FROM alert_rules r
-     USING devices d
-     WHERE r.id = $1 AND r.device_id = $2 AND d.id = r.device_id AND d.owner_id = $3",
+    "WITH device AS (
+         SELECT d.id FROM devices d WHERE d.id = $2 AND d.owner_id = $3 FOR NO KEY UPDATE
+     ),
+     gone AS (
+         DELETE FROM alert_rules r USING device WHERE r.id = $1 AND r.device_id = device.id
+         RETURNING r.device_id
+     ),
+     counted AS (
+         UPDATE devices d SET rule_count = d.rule_count - 1 FROM gone WHERE d.id = gone.device_id
+     )
+     SELECT count(*) AS deleted FROM gone",
 );
 
 /// Whether the caller had such a rule on such a device.
 pub async fn delete_rule(db: &Db, owner: &UserId, device: Uuid, id: Uuid) -> Result<bool, DbError> {
-    let deleted = db
-        .execute_typed(
+    let row = db
+        .query_typed_one(
             &DELETE_RULE,
             &[
                 (&id, Type::UUID),
@@ -344,7 +482,7 @@ pub async fn delete_rule(db: &Db, owner: &UserId, device: Uuid, id: Uuid) -> Res
             ],
         )
         .await?;
-    Ok(deleted > 0)
+    Ok(row.try_get::<_, i64>("deleted")? > 0)
 }
 
 /// Newest first by `triggered_at`, optionally one status and one device, after the keyset

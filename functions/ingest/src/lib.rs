@@ -1,8 +1,8 @@
 //! `POST /v1/ingest`: devices push readings (function `ingest`), the hot path.
 //!
 //! The device key is checked for shape, the whole batch is parsed and validated, and only then
-//! does one SQL statement resolve the key, store the readings, tell duplicates from conflicts
-//! and mark the device online.
+//! does one SQL statement resolve the key, admit the request (rate and metrics limits), store the
+//! readings, tell duplicates from conflicts and mark the device online.
 
 pub mod sql;
 
@@ -15,11 +15,13 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shared::auth::bearer;
-use shared::config::Config;
+use shared::config::{Config, Limits};
 use shared::db::{Db, DbError};
 use shared::domain::{DecimalValue, DeviceKey, Metric, whole_micros};
 use shared::http::{self, ApiError, Response};
 use uuid::Uuid;
+
+use crate::sql::Ingested;
 
 /// At most 1 MiB of body and 1000 readings per request.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -30,12 +32,14 @@ pub const MAX_FUTURE: TimeDelta = TimeDelta::minutes(5);
 /// Built once per cold start.
 pub struct State {
     pub db: Db,
+    pub limits: Limits,
 }
 
 impl State {
     pub fn new(config: &Config) -> Result<Self, DbError> {
         Ok(Self {
             db: Db::new(&config.database_url)?,
+            limits: config.limits,
         })
     }
 }
@@ -86,7 +90,7 @@ async fn ingest(state: &State, req: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::payload_too_large(BODY_LIMIT));
     }
     let readings = parse_batch(body, Utc::now())?;
-    let (device_id, outcome) = store(&state.db, &key, &readings).await?;
+    let (device_id, outcome) = store(state, &key, &readings).await?;
     tracing::info!(
         %device_id,
         readings = readings.len(),
@@ -215,15 +219,32 @@ fn parse_time(raw: &RawValue) -> Result<DateTime<Utc>, &'static str> {
 }
 
 /// One statement (a second only when another request stored some of the same readings while
-/// this one waited for the device); an unknown key is `401`.
+/// this one waited for the device); an unknown or expired key is `401`, a device out of tokens
+/// `429`, a new metric past the device's limit `422`: nothing written for any of them.
 async fn store(
-    db: &Db,
+    state: &State,
     key: &DeviceKey,
     readings: &[Reading],
 ) -> Result<(Uuid, Outcome), ApiError> {
-    let stored = sql::ingest(db, &key.hash(), readings)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    let db = &state.db;
+    let limits = &state.limits;
+    let stored = match sql::ingest(db, &key.hash(), readings, limits).await? {
+        None => return Err(ApiError::unauthorized()),
+        Some(Ingested::RateLimited { retry_after }) => {
+            return Err(ApiError::rate_limited(retry_after));
+        }
+        Some(Ingested::TooManyMetrics { ord }) => {
+            let index = usize::try_from(ord - 1).unwrap_or_default();
+            return Err(ApiError::validation(
+                format!("readings[{index}].metric"),
+                format!(
+                    "a device may send at most {} distinct metrics; this one would be one more",
+                    limits.metrics_per_device
+                ),
+            ));
+        }
+        Some(Ingested::Stored(stored)) => stored,
+    };
     let mut outcome = Outcome {
         accepted: stored.accepted,
         duplicates: stored.duplicates,

@@ -3,30 +3,82 @@
 use chrono::{DateTime, Utc};
 use const_format::concatcp;
 use rust_decimal::Decimal;
+use shared::config::Limits;
 use shared::db::{Db, DbError, Sql};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::Reading;
 
-/// The device the key names, locked first, so ingests of one device take turns (no deadlock
-/// between overlapping batches, and the `UPDATE` of `touched` cannot wait on anyone).
-const DEVICE: &str =
-    "device AS (SELECT id FROM devices WHERE device_key_hash = $1 FOR NO KEY UPDATE)";
+/// The device one of its valid keys names, locked first, so ingests of one device take turns
+/// (no deadlock between overlapping batches, the `UPDATE` of `touched` cannot wait on anyone, and
+/// the columns read here are the newest version of the row, whoever held it before). With it:
+/// the device's rate-limit tokens refilled to now (`$5` per second, at most `$6`; NULL when the
+/// rate is 0, i.e. off) and how many metrics it has.
+const DEVICE: &str = "device AS (
+         SELECT d.id, d.metric_count,
+                CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
+                    d.rate_tokens + $5 * greatest(0, extract(epoch FROM now() - d.rate_at)), $6))
+                END AS tokens
+         FROM device_keys k
+         JOIN devices d ON d.id = k.device_id
+         WHERE k.hash = $1 AND (k.expires_at IS NULL OR k.expires_at > now())
+         FOR NO KEY UPDATE OF d
+     )";
 
-/// The device is online, and its `last_seen_at` never moves backwards.
-const TOUCHED: &str = "touched AS (
-         UPDATE devices d SET status = 'online', last_seen_at = greatest(d.last_seen_at, now())
+/// The batch's metrics the device never sent before, each with its first position: one probe of
+/// `device_metrics` per distinct metric, whatever the batch size or the history.
+const NEW_METRICS: &str = "new_metrics AS (
+         SELECT b.metric, b.first_ord
+         FROM (SELECT metric, min(ord) AS first_ord FROM input GROUP BY metric) b
+         WHERE NOT EXISTS (
+             SELECT 1 FROM device, device_metrics m
+             WHERE m.device_id = device.id AND m.metric = b.metric
+         )
+     )";
+
+/// Whether the request may write: a token left (`allowed`), and no new metric past the limit
+/// `$7` (`over_limit` is the position of the first reading whose new metric is past it). The
+/// rate `$5` and the tokens give `retry_after`, whole seconds until a token is there.
+const ADMISSION: &str = "admission AS (
+         SELECT device.id,
+                coalesce(device.tokens >= 1, true) AS allowed,
+                ceil((1 - device.tokens) / $5)::int4 AS retry_after,
+                (SELECT n.first_ord FROM new_metrics n ORDER BY n.first_ord
+                 OFFSET greatest($7::int4 - device.metric_count, 0) LIMIT 1) AS over_limit
          FROM device
-         WHERE d.id = device.id
+     ),
+     admitted AS (SELECT id FROM admission WHERE allowed AND over_limit IS NULL)";
+
+/// On a request that writes: the new metrics registered, one token taken, the device online and
+/// its `last_seen_at` never moving backwards.
+const TOUCHED: &str = "registered AS (
+         INSERT INTO device_metrics (device_id, metric)
+         SELECT admitted.id, n.metric FROM admitted CROSS JOIN new_metrics n
+         ON CONFLICT DO NOTHING
+         RETURNING metric
+     ),
+     touched AS (
+         UPDATE devices d SET status = 'online', last_seen_at = greatest(d.last_seen_at, now()),
+                metric_count = d.metric_count + (SELECT count(*) FROM registered),
+                rate_tokens = device.tokens - 1, rate_at = greatest(d.rate_at, now())
+         FROM device, admitted
+         WHERE d.id = device.id AND admitted.id = device.id
          RETURNING d.id
      )";
 
+/// What every ingest statement answers besides its counts.
+const ADMISSION_COLUMNS: &str = "(SELECT id FROM admission) AS device_id,
+            (SELECT allowed FROM admission) AS allowed,
+            (SELECT retry_after FROM admission) AS retry_after,
+            (SELECT over_limit FROM admission) AS over_limit";
+
 /// The common case, a batch whose readings all have different identities. Resolves the key,
-/// stores the batch, tells duplicates from conflicts and marks the device online, in one
-/// statement:
+/// admits the request (rate limit, metrics limit), stores the batch, tells duplicates from
+/// conflicts and marks the device online, in one statement:
 ///
-/// - [`DEVICE`], then `inserted` stores the batch with `ON CONFLICT DO NOTHING`: each reading costs one probe of
+/// - [`DEVICE`], [`NEW_METRICS`] and [`ADMISSION`]: a refused request writes nothing at all.
+/// - `inserted` stores the batch with `ON CONFLICT DO NOTHING`: each reading costs one probe of
 ///   the primary key, whatever the device's history.
 /// - `refused`, only for readings that were not stored now: the value stored before this
 ///   statement (one primary-key probe each; `LIMIT 1` keeps the planner from joining the whole
@@ -34,8 +86,9 @@ const TOUCHED: &str = "touched AS (
 ///   request stored it after this statement's snapshot was taken (only under concurrency on one
 ///   device): "unknown", which the caller looks up with [`stored_values`].
 ///
-/// `$1` key hash, `$2` metrics, `$3` values, `$4` times; no device → `device_id` NULL.
-/// Safe to repeat: a repeat finds its own readings stored and calls them duplicates.
+/// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
+/// limit; no device → `device_id` NULL. Safe to repeat: a repeat finds its own readings stored
+/// and calls them duplicates.
 pub const INGEST: Sql = Sql::idempotent(concatcp!(
     "WITH ",
     DEVICE,
@@ -45,10 +98,16 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
          FROM unnest($2::text[], $3::numeric[], $4::timestamptz[])
               WITH ORDINALITY AS i(metric, value, recorded_at, ord)
      ),
+     ",
+    NEW_METRICS,
+    ",
+     ",
+    ADMISSION,
+    ",
      inserted AS (
          INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
-         SELECT device.id, i.metric, i.value, i.recorded_at
-         FROM device
+         SELECT admitted.id, i.metric, i.value, i.recorded_at
+         FROM admitted
          CROSS JOIN input i
          ORDER BY i.ord
          ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
@@ -59,7 +118,7 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
     ",
      refused AS (
          SELECT i.ord, i.value = stored.value AS same
-         FROM device
+         FROM admitted AS device
          CROSS JOIN input i
          LEFT JOIN LATERAL (
              SELECT r.value FROM sensor_readings r
@@ -70,7 +129,9 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
              SELECT 1 FROM inserted n WHERE n.metric = i.metric AND n.recorded_at = i.recorded_at
          )
      )
-     SELECT (SELECT id FROM touched) AS device_id,
+     SELECT ",
+    ADMISSION_COLUMNS,
+    ",
             (SELECT count(*) FROM inserted) AS accepted,
             (SELECT count(*) FROM refused WHERE same) AS duplicates,
             coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE NOT same), '{}') AS conflicts,
@@ -80,7 +141,7 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
 /// The same for a batch that holds one identity more than once: the first of them is the one
 /// stored (or compared), the later ones are compared with it. One statement:
 ///
-/// - [`DEVICE`], then `existing` probes the primary key once per reading (`LIMIT 1` keeps the planner from
+/// - [`DEVICE`], [`NEW_METRICS`] and [`ADMISSION`] as above, then `existing` probes the primary key once per reading (`LIMIT 1` keeps the planner from
 ///   turning it into a join over the device's whole history), so the cost does not grow with
 ///   the history.
 /// - `inserted` stores what is new, in batch order, so the first of two equal keys wins.
@@ -89,8 +150,7 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
 ///   stored after this statement's snapshot was taken (only under concurrency on one device),
 ///   which the caller looks up with [`stored_values`].
 ///
-/// `$1` key hash, `$2` metrics, `$3` values, `$4` times; no device → `device_id` NULL.
-/// Safe to repeat: a repeat finds its own readings stored and calls them duplicates.
+/// Parameters and answer as [`INGEST`].
 pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
     "WITH ",
     DEVICE,
@@ -101,9 +161,15 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
          FROM unnest($2::text[], $3::numeric[], $4::timestamptz[])
               WITH ORDINALITY AS i(metric, value, recorded_at, ord)
      ),
+     ",
+    NEW_METRICS,
+    ",
+     ",
+    ADMISSION,
+    ",
      existing AS (
          SELECT i.ord, s.value
-         FROM device
+         FROM admitted AS device
          CROSS JOIN input i
          CROSS JOIN LATERAL (
              SELECT r.value FROM sensor_readings r
@@ -114,8 +180,8 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
      ),
      inserted AS (
          INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
-         SELECT device.id, i.metric, i.value, i.recorded_at
-         FROM device
+         SELECT admitted.id, i.metric, i.value, i.recorded_at
+         FROM admitted
          CROSS JOIN input i
          WHERE i.ord = i.first_ord AND NOT EXISTS (SELECT 1 FROM existing e WHERE e.ord = i.ord)
          ORDER BY i.ord
@@ -133,11 +199,14 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
                     WHEN coalesce(n.value, e.value) = i.value THEN 'duplicate'
                     ELSE 'conflict'
                 END AS verdict
-         FROM input i
+         FROM admitted
+         CROSS JOIN input i
          LEFT JOIN inserted n ON n.metric = i.metric AND n.recorded_at = i.recorded_at
          LEFT JOIN existing e ON e.ord = i.first_ord
      )
-     SELECT (SELECT id FROM touched) AS device_id,
+     SELECT ",
+    ADMISSION_COLUMNS,
+    ",
             count(*) FILTER (WHERE verdict = 'accepted') AS accepted,
             count(*) FILTER (WHERE verdict = 'duplicate') AS duplicates,
             coalesce(array_agg(ord ORDER BY ord) FILTER (WHERE verdict = 'conflict'), '{}') AS conflicts,
@@ -164,12 +233,26 @@ pub struct Stored {
     pub unknown: Vec<i64>,
 }
 
-/// Stores the batch in one statement; `None` when no device has this key.
+/// What the ingest statement answered for a key that names a device.
+pub enum Ingested {
+    Stored(Stored),
+    /// Nothing written: the device is out of tokens for `retry_after` seconds.
+    RateLimited {
+        retry_after: u32,
+    },
+    /// Nothing written: the reading at this position (1-based) brings a metric past the limit.
+    TooManyMetrics {
+        ord: i64,
+    },
+}
+
+/// Admits and stores the batch in one statement; `None` when no valid key is this one.
 pub async fn ingest(
     db: &Db,
     key_hash: &[u8; 32],
     readings: &[Reading],
-) -> Result<Option<Stored>, DbError> {
+    limits: &Limits,
+) -> Result<Option<Ingested>, DbError> {
     let key_hash = key_hash.as_slice();
     let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
     let values: Vec<Decimal> = readings.iter().map(|r| r.value).collect();
@@ -192,19 +275,31 @@ pub async fn ingest(
                 (&metrics, Type::TEXT_ARRAY),
                 (&values, Type::NUMERIC_ARRAY),
                 (&times, Type::TIMESTAMPTZ_ARRAY),
+                (&limits.ingest_rate_per_device, Type::FLOAT8),
+                (&limits.ingest_burst_per_device, Type::FLOAT8),
+                (&limits.metrics_per_device, Type::INT4),
             ],
         )
         .await?;
     let Some(device_id) = row.try_get("device_id")? else {
         return Ok(None);
     };
-    Ok(Some(Stored {
+    if !row.try_get::<_, bool>("allowed")? {
+        let retry_after: Option<i32> = row.try_get("retry_after")?;
+        return Ok(Some(Ingested::RateLimited {
+            retry_after: retry_after.map_or(1, |s| s.max(1) as u32),
+        }));
+    }
+    if let Some(ord) = row.try_get("over_limit")? {
+        return Ok(Some(Ingested::TooManyMetrics { ord }));
+    }
+    Ok(Some(Ingested::Stored(Stored {
         device_id,
         accepted: row.try_get("accepted")?,
         duplicates: row.try_get("duplicates")?,
         conflicts: row.try_get("conflicts")?,
         unknown: row.try_get("unknown")?,
-    }))
+    })))
 }
 
 /// For readings (by `ord`) that another request stored meanwhile: whether the stored value is

@@ -51,7 +51,7 @@ pub const ROUTES: &http::Routes = &[
 
 async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
     let (route, params) = http::route(ROUTES, req)?;
-    let caller = state.auth.authenticate(&state.db, req.headers()).await?;
+    let caller = state.auth.authenticate(&state.db, req).await?;
     let device = Uuid::parse_str(&params[0]).map_err(|_| ApiError::not_found())?;
     match route {
         "/v1/devices/{id}/rollups" => rollups(&state.db, &caller, device, req).await,

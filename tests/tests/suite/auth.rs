@@ -1,15 +1,17 @@
 //! Clerk session tokens: the matrix of what Clerk's own `verifyToken` accepts and refuses.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use shared::auth::{AuthError, Authenticator};
 use shared::config::Config;
+use tests::Expect::{Bad, Unauthorized};
 use tests::clerk::{self, claims, dev_signing_key, now, other_signing_key, sign};
-use tests::{Event, TestDb, assert_error};
+use tests::{Event, Functions, TestDb, assert_error, check_refusals};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(extra: &[(&str, &str)]) -> Config {
@@ -195,11 +197,13 @@ async fn the_cookie_is_used_only_without_an_authorization_header() {
     assert!(auth.verify_headers(request.headers()).await.is_err());
 }
 
-/// A JWKS endpoint on loopback that counts its requests; what it serves can be changed.
+/// A JWKS endpoint on loopback that counts its requests; what it serves can be changed, and it
+/// can be made to fail (`500`).
 struct JwksServer {
     url: String,
     hits: Arc<AtomicUsize>,
     served: Arc<std::sync::Mutex<String>>,
+    failing: Arc<AtomicBool>,
 }
 
 impl JwksServer {
@@ -211,7 +215,8 @@ impl JwksServer {
         );
         let hits = Arc::new(AtomicUsize::new(0));
         let served = Arc::new(std::sync::Mutex::new(serde_json::to_string(set).unwrap()));
-        let (h, s) = (hits.clone(), served.clone());
+        let failing = Arc::new(AtomicBool::new(false));
+        let (h, s, f) = (hits.clone(), served.clone(), failing.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
@@ -220,15 +225,28 @@ impl JwksServer {
                 let mut buf = vec![0u8; 4096];
                 let _ = socket.read(&mut buf).await;
                 h.fetch_add(1, Ordering::SeqCst);
-                let body = s.lock().unwrap().clone();
+                let (status, body) = if f.load(Ordering::SeqCst) {
+                    ("500 Internal Server Error", "{}".to_owned())
+                } else {
+                    ("200 OK", s.lock().unwrap().clone())
+                };
                 let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = socket.write_all(response.as_bytes()).await;
             }
         });
-        Self { url, hits, served }
+        Self {
+            url,
+            hits,
+            served,
+            failing,
+        }
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     fn serve(&self, set: &JwkSet) {
@@ -319,10 +337,7 @@ async fn a_new_user_gets_a_placeholder_row_and_a_deleted_one_is_refused() {
             .request()
     };
 
-    let user = auth
-        .authenticate(&db, request("user_new").headers())
-        .await
-        .unwrap();
+    let user = auth.authenticate(&db, &request("user_new")).await.unwrap();
     assert_eq!(user.as_str(), "user_new");
     let row = test
         .direct
@@ -340,7 +355,7 @@ async fn a_new_user_gets_a_placeholder_row_and_a_deleted_one_is_refused() {
         .await
         .unwrap();
     let refused = auth
-        .authenticate(&db, request("user_gone").headers())
+        .authenticate(&db, &request("user_gone"))
         .await
         .unwrap_err();
     assert_error(&refused.into_response(), 401, "unauthorized", None);
@@ -349,12 +364,167 @@ async fn a_new_user_gets_a_placeholder_row_and_a_deleted_one_is_refused() {
     let refused = auth
         .authenticate(
             &db,
-            Event::load("devices-list")
+            &Event::load("devices-list")
                 .without_header("authorization")
-                .request()
-                .headers(),
+                .request(),
         )
         .await
         .unwrap_err();
     assert_error(&refused.into_response(), 401, "unauthorized", None);
+}
+
+#[tokio::test]
+async fn a_jwks_that_cannot_be_fetched_is_503_for_a_moment_then_recovers() {
+    let server = JwksServer::start(&JwkSet {
+        keys: vec![jwk(&dev_signing_key(), "ins_key_1")],
+    })
+    .await;
+    server.fail(true);
+    let test = TestDb::new().await;
+    let config = test.config(&[("CLERK_JWT_KEY", ""), ("CLERK_JWKS_URL", &server.url)]);
+    let mut state = devices::State::new(&config).unwrap();
+    // The failure is remembered for 10 s in production; here for a moment.
+    state.auth = Authenticator::from_config(&config)
+        .unwrap()
+        .remember_jwks_failure_for(Duration::from_millis(300));
+    let token = sign(
+        &claims("user_jwks_down"),
+        &dev_signing_key(),
+        Some("ins_key_1"),
+    );
+    let request = || {
+        Event::load("devices-list")
+            .header("authorization", &format!("Bearer {token}"))
+            .request()
+    };
+
+    let response = devices::handle(&state, request()).await;
+    assert_error(&response, 503, "unavailable", None);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(server.hits(), 1);
+    // Remembered: the next request does not wait for another fetch.
+    let response = devices::handle(&state, request()).await;
+    assert_error(&response, 503, "unavailable", None);
+    assert_eq!(server.hits(), 1);
+
+    server.fail(false);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(devices::handle(&state, request()).await.status(), 200);
+    assert_eq!(devices::handle(&state, request()).await.status(), 200);
+    assert_eq!(server.hits(), 2, "fetched again once, then cached");
+}
+
+#[tokio::test]
+async fn a_user_deleted_after_their_token_was_checked_cannot_write() {
+    let test = TestDb::new().await;
+    let functions = Functions::new(&test.config(&[]));
+    let user = "user_leaving";
+    let (status, device) = functions
+        .call(
+            Event::load("devices-create")
+                .as_user(user)
+                .json_body(&json!({"name": "d"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // Clerk deletes the user (what the webhook does); this instance still knows them as active.
+    test.direct
+        .batch_execute(&format!(
+            r#"INSERT INTO user_tombstones (id, deleted_at) VALUES ('{user}', now());
+               DELETE FROM "user" WHERE id = '{user}';"#
+        ))
+        .await
+        .unwrap();
+    let id = device["id"].as_str().unwrap();
+    #[rustfmt::skip]
+    let cases = [
+        (Event::load("devices-create").as_user(user).json_body(&json!({"name": "again"})), Unauthorized),
+        (Event::load("rules-create").as_user(user).at("POST", &format!("/v1/devices/{id}/rules")), tests::Expect::NotFound),
+    ];
+    check_refusals(&functions, cases).await;
+    assert_eq!(test.count("devices").await, 0);
+    assert_eq!(test.count(r#""user""#).await, 0);
+}
+
+/// The cross-site request of the security review: a page on the same site posts with the
+/// victim's cookie and no Content-Type (no CORS preflight for that).
+#[tokio::test]
+async fn cookie_writes_need_an_authorized_origin_and_json() {
+    let test = TestDb::new().await;
+    let functions = Functions::new(&test.config(&[(
+        "CLERK_AUTHORIZED_PARTIES",
+        "https://app.example.com,http://localhost:3000",
+    )]));
+    let token = clerk::token("user_cookie");
+    let by_cookie = |event: &str| {
+        Event::load(event)
+            .without_header("authorization")
+            .header("cookie", &format!("__session={token}"))
+    };
+    let create = || {
+        by_cookie("devices-create")
+            .without_header("content-type")
+            .body(r#"{"name":"x"}"#)
+    };
+    const APP: &str = "https://app.example.com";
+    #[rustfmt::skip]
+    let cases = [
+        (create(), Unauthorized),
+        (create().header("origin", APP), Bad),
+        (create().header("origin", APP).header("content-type", "text/plain"), Bad),
+        (create().header("origin", APP).header("content-type", "application/x-www-form-urlencoded"), Bad),
+        (create().header("origin", "https://evil.example").header("content-type", "application/json"), Unauthorized),
+        (create().header("origin", "null").header("content-type", "application/json"), Unauthorized),
+    ];
+    check_refusals(&functions, cases).await;
+    assert_eq!(test.count("devices").await, 0);
+    assert_eq!(
+        test.count(r#""user""#).await,
+        0,
+        "refused before anything was written"
+    );
+
+    let (status, created) = functions
+        .call(
+            create()
+                .header("origin", APP)
+                .header("content-type", "application/json"),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    // Reads need no Origin; bearer-token calls are unaffected.
+    assert_eq!(functions.call(by_cookie("devices-list")).await.0, 200);
+    let bearer = Event::load("devices-create")
+        .as_user("user_cookie")
+        .without_header("content-type")
+        .body(r#"{"name":"y"}"#);
+    assert_eq!(functions.call(bearer).await.0, 201);
+    // A delete by cookie needs the Origin too.
+    let path = format!("/v1/devices/{}", created["id"].as_str().unwrap());
+    let delete = || by_cookie("devices-delete").at("DELETE", &path);
+    check_refusals(&functions, [(delete(), Unauthorized)]).await;
+    assert_eq!(functions.call(delete().header("origin", APP)).await.0, 204);
+}
+
+#[tokio::test]
+async fn the_committed_development_key_is_refused_in_lambda() {
+    let dev = clerk::dev_public_key();
+    let escaped = dev.replace('\n', "\\n");
+    for key in [dev.as_str(), escaped.as_str()] {
+        let in_lambda = config(&[
+            ("CLERK_JWT_KEY", key),
+            ("AWS_LAMBDA_FUNCTION_NAME", "devices"),
+        ]);
+        let error = Authenticator::from_config(&in_lambda).err().unwrap();
+        assert!(error.to_string().contains("CLERK_JWT_KEY"), "{error}");
+        assert!(devices::State::new(&in_lambda).is_err());
+        // Locally (scripts/dev, tests) it is the point of it.
+        assert!(Authenticator::from_config(&config(&[("CLERK_JWT_KEY", key)])).is_ok());
+    }
+    let other = clerk::other_public_key();
+    let in_lambda = config(&[
+        ("CLERK_JWT_KEY", &other),
+        ("AWS_LAMBDA_FUNCTION_NAME", "devices"),
+    ]);
+    assert!(Authenticator::from_config(&in_lambda).is_ok());
 }

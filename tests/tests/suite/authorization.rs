@@ -57,6 +57,7 @@ const MATRIX: &[(&str, &str, [u16; 5])] = &[
     ("GET", "/v1/devices/{id}/latest", [401, 401, 404, 401, 200]),
     // A user's session token is no device key, and a device key is no session token.
     ("POST", "/v1/ingest", [401, 401, 401, 200, 401]),
+    ("POST", "/v1/devices/{id}/keys", [401, 401, 404, 401, 201]),
     // The webhook's only credential is the Svix signature; none of these carries one.
     ("POST", "/webhooks/clerk", [400, 400, 400, 400, 400]),
     (
@@ -75,6 +76,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         }
         ("PATCH", "/v1/devices/{id}/rules/{rule_id}") => Some(json!({"threshold": 90})),
         ("POST", "/v1/ingest") => Some(json!({"readings": [{"metric": "t", "value": 1}]})),
+        ("POST", "/v1/devices/{id}/keys") => Some(json!({"grace_seconds": 60})),
         ("POST", "/webhooks/clerk") => Some(clerk::payload("clerk-webhook-user-created")),
         _ => None,
     }

@@ -108,6 +108,18 @@ fn the_template_routes_exactly_the_handlers_routes() {
     assert_eq!(globals["Handler"], "bootstrap");
     assert_eq!(globals["CodeUri"], ".");
     assert_eq!(globals["LoggingConfig"]["LogFormat"], "JSON");
+    // At TRACE or DEBUG the runtime logs raw events, Authorization headers and cookies included.
+    let levels = &template["Parameters"]["LogLevel"]["AllowedValues"];
+    assert_eq!(
+        levels,
+        &serde_yaml_ng::from_str::<Yaml>("[INFO, WARN, ERROR, FATAL]").unwrap()
+    );
+    // The token's issuer and authorized parties are pinned in every deploy.
+    for pin in ["ClerkIssuer", "ClerkAuthorizedParties"] {
+        let parameter = &template["Parameters"][pin];
+        assert!(parameter["Default"].is_null(), "{pin} has no default");
+        assert!(parameter["AllowedPattern"].is_string(), "{pin} is checked");
+    }
 }
 
 #[test]
@@ -187,6 +199,7 @@ async fn the_openapi_examples_are_answered_as_documented() {
         ("/v1/devices/{id}/latest", "get"),
         ("/v1/alerts", "get"),
         ("/webhooks/clerk", "post"),
+        ("/v1/devices/{id}/keys", "post"),
         ("/v1/devices/{id}/rules/{rule_id}", "delete"),
         ("/v1/devices/{id}", "delete"),
     ];

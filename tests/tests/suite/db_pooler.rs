@@ -222,6 +222,33 @@ async fn an_unreachable_database_is_unavailable_not_a_hang() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// The test server speaks no TLS. The driver's default (`prefer`) would quietly fall back to
+/// plain TCP; here a URL without `sslmode=disable` must refuse to connect instead.
+#[tokio::test]
+async fn tls_is_required_unless_the_url_disables_it() {
+    let test = TestDb::new().await;
+    let plain = test.pooled_url().expose().to_owned();
+    let bare = plain.replace("?sslmode=disable", "");
+    for url in [
+        bare.clone(),
+        format!("{bare}?sslmode=prefer"),
+        format!("{bare}?sslmode=require"),
+    ] {
+        let db = shared::db::Db::new(&shared::config::Secret::new(url.clone())).unwrap();
+        let result = db.query_typed(&ADD_ONE, &[(&1i32, Type::INT4)]).await;
+        assert!(
+            matches!(result, Err(DbError::Unavailable(_))),
+            "{url}: {result:?}"
+        );
+    }
+    let db = shared::db::Db::new(&shared::config::Secret::new(plain)).unwrap();
+    assert!(
+        db.query_typed(&ADD_ONE, &[(&1i32, Type::INT4)])
+            .await
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn server_errors_are_not_connection_errors() {
     let test = TestDb::new().await;

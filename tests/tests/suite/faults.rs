@@ -59,8 +59,9 @@ async fn acknowledged_readings_survive_pooler_and_database_restarts() {
     for _ in 0..CLIENTS {
         let key = shared::domain::DeviceKey::generate();
         db.execute(
-            r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_faults') ON CONFLICT DO NOTHING)
-               INSERT INTO devices (owner_id, name, device_key_hash) VALUES ('user_faults', 'd', $1)"#,
+            r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_faults') ON CONFLICT DO NOTHING),
+                    d AS (INSERT INTO devices (owner_id, name) VALUES ('user_faults', 'd') RETURNING id)
+               INSERT INTO device_keys (hash, device_id) SELECT $1, id FROM d"#,
             &[&key.hash().to_vec()],
         )
         .await
@@ -71,9 +72,12 @@ async fn acknowledged_readings_survive_pooler_and_database_restarts() {
         "postgres://postgres@127.0.0.1:{}/app?sslmode=disable",
         vars["BOUNCER_PORT"]
     );
-    let config =
-        shared::config::Config::from_vars(&HashMap::from([("DATABASE_URL".to_owned(), pooled)]))
-            .unwrap();
+    // Each client sends as fast as it can: no rate limit here (that is `limits.rs`'s subject).
+    let config = shared::config::Config::from_vars(&HashMap::from([
+        ("DATABASE_URL".to_owned(), pooled),
+        ("INGEST_RATE_PER_DEVICE".to_owned(), "0".to_owned()),
+    ]))
+    .unwrap();
 
     let started = Instant::now();
     let run_for = Duration::from_secs(14);

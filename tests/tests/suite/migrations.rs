@@ -13,7 +13,8 @@ async fn applying_twice_is_a_no_op() {
             "V1__init",
             "V2__alert_evaluation",
             "V3__no_jit",
-            "V4__incremental_evaluation"
+            "V4__incremental_evaluation",
+            "V5__device_keys_and_limits"
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -41,14 +42,74 @@ async fn applying_twice_is_a_no_op() {
     assert_eq!(test.count("sensor_readings").await, 0);
 }
 
+/// V5 moves each device's key into `device_keys` and fills the counters the limits use, from
+/// the data already there: existing devices keep ingesting with the key they have.
+#[tokio::test]
+async fn device_keys_and_counters_are_carried_over_from_existing_data() {
+    let test = TestDb::empty().await;
+    shared::migrate::run_to(&test.direct_url(), Some(4))
+        .await
+        .unwrap();
+    let key = shared::domain::DeviceKey::generate();
+    test.direct
+        .execute(
+            r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_old')),
+                    d AS (INSERT INTO devices (id, owner_id, name, device_key_hash)
+                          VALUES ('00000000-0000-0000-0000-00000000000d', 'user_old', 'old', $1)
+                          RETURNING id),
+                    other AS (INSERT INTO devices (owner_id, name, device_key_hash)
+                              VALUES ('user_old', 'spare', sha256('spare'))),
+                    readings AS (
+                        INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+                        SELECT id, m, 1, timestamptz '2026-01-01' + g * interval '1 minute'
+                        FROM d, unnest(array['a', 'b', 'c']) m, generate_series(1, 100) g
+                    )
+               INSERT INTO alert_rules (device_id, metric, comparator, threshold)
+               SELECT id, 'a', 'gt', g FROM d, generate_series(1, 4) g"#,
+            &[&key.hash().to_vec()],
+        )
+        .await
+        .unwrap();
+    let applied = shared::migrate::run(&test.direct_url()).await.unwrap();
+    assert_eq!(applied, ["V5__device_keys_and_limits"]);
+    let row = test
+        .direct
+        .query_one(
+            r#"SELECT d.rule_count, d.metric_count, d.key_created_at = d.created_at,
+                      d.previous_key_expires_at IS NULL, u.device_count,
+                      (SELECT count(*) FROM device_keys k WHERE k.device_id = d.id AND k.expires_at IS NULL)
+               FROM devices d JOIN "user" u ON u.id = d.owner_id
+               WHERE d.name = 'old'"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 4);
+    assert_eq!(row.get::<_, i32>(1), 3);
+    assert!(row.get::<_, bool>(2) && row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, i32>(4), 2);
+    assert_eq!(row.get::<_, i64>(5), 1);
+    assert_eq!(test.count("sensor_readings").await, 300);
+
+    // The old key still ingests, and the device's metrics count toward its limit.
+    let functions = tests::Functions::new(&test.config(&[("LIMIT_METRICS_PER_DEVICE", "3")]));
+    let send = |metric: &str| {
+        tests::Event::load("ingest")
+            .header("authorization", &format!("Bearer {}", key.reveal()))
+            .json_body(&serde_json::json!({"readings": [{"metric": metric, "value": 2}]}))
+    };
+    assert_eq!(functions.call(send("a")).await.0, 200);
+    assert_eq!(functions.call(send("d")).await.0, 422);
+}
+
 /// One user with one device, one reading, one rule and one firing alert.
 async fn seed(test: &TestDb) {
     test.direct
         .batch_execute(
             r#"
             INSERT INTO "user" (id, email) VALUES ('user_a', 'a@example.com');
-            INSERT INTO devices (id, owner_id, name, device_key_hash)
-                VALUES ('00000000-0000-0000-0000-00000000000d', 'user_a', 'boiler', sha256('dk_x'));
+            INSERT INTO devices (id, owner_id, name)
+                VALUES ('00000000-0000-0000-0000-00000000000d', 'user_a', 'boiler');
             INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
                 VALUES ('00000000-0000-0000-0000-00000000000d', 'temperature', 21.5, '2026-11-26T10:00:00Z');
             INSERT INTO alert_rules (id, device_id, metric, comparator, threshold)
