@@ -16,22 +16,9 @@ CREATE UNIQUE INDEX device_keys_one_current ON device_keys (device_id) WHERE exp
 INSERT INTO device_keys (hash, device_id, created_at)
 SELECT device_key_hash, id, created_at FROM devices;
 
--- The metrics a device has ever sent: what the metrics-per-device limit counts. Ingest probes it
--- once per distinct metric of a batch (not per reading, not the history) and adds a row only for
--- a metric the device never sent before.
-CREATE TABLE device_metrics (
-    device_id   uuid NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-    metric      text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (device_id, metric)
-);
-
-INSERT INTO device_metrics (device_id, metric, created_at)
-SELECT device_id, metric, min(received_at) FROM sensor_readings GROUP BY device_id, metric;
-
--- Counters that the statements which create and delete things keep, so that a limit is checked on
--- the row the statement locks anyway (the owner's row for devices, the device's for rules and
--- metrics): exact under concurrency, with no count over the children.
+-- What the limits count, kept on the row that the statement which writes locks anyway (the
+-- owner's row for devices, the device's for rules and metrics), so that a limit is exact under
+-- concurrency and costs no count over the children.
 ALTER TABLE "user" ADD COLUMN device_count integer NOT NULL DEFAULT 0;
 
 ALTER TABLE devices
@@ -39,7 +26,9 @@ ALTER TABLE devices
     ADD COLUMN key_created_at timestamptz NOT NULL DEFAULT now(),
     ADD COLUMN previous_key_expires_at timestamptz,
     ADD COLUMN rule_count integer NOT NULL DEFAULT 0,
-    ADD COLUMN metric_count integer NOT NULL DEFAULT 0,
+    -- The metrics the device has ever sent, in the order it first sent them: ingest compares a
+    -- batch's distinct metrics with it in memory (no probe of another table) and appends new ones.
+    ADD COLUMN metrics text[] NOT NULL DEFAULT '{}',
     -- The ingest token bucket: tokens left at rate_at (NULL: full, as a new device starts).
     ADD COLUMN rate_tokens double precision,
     ADD COLUMN rate_at timestamptz;
@@ -47,6 +36,12 @@ ALTER TABLE devices
 UPDATE devices d SET
     key_created_at = d.created_at,
     rule_count = (SELECT count(*) FROM alert_rules r WHERE r.device_id = d.id),
-    metric_count = (SELECT count(*) FROM device_metrics m WHERE m.device_id = d.id);
+    metrics = coalesce((
+        SELECT array_agg(m.metric ORDER BY m.first_received, m.metric)
+        FROM (
+            SELECT r.metric, min(r.received_at) AS first_received
+            FROM sensor_readings r WHERE r.device_id = d.id GROUP BY r.metric
+        ) m
+    ), '{}');
 
 UPDATE "user" u SET device_count = (SELECT count(*) FROM devices d WHERE d.owner_id = u.id);

@@ -8,7 +8,7 @@ use shared::http::{self, ApiError, Response};
 use shared::paging::{Page, PageRequest, TimeId};
 use uuid::Uuid;
 
-use crate::sql::{self, Created};
+use crate::sql::{self, Bounded};
 use crate::{BODY_LIMIT, Ctx};
 
 #[derive(Serialize)]
@@ -56,12 +56,12 @@ pub async fn create(ctx: Ctx<'_>) -> Result<Response, ApiError> {
     let limit = ctx.limits.devices_per_user;
     let device = match sql::create_device(ctx.db, ctx.caller, &name, &key.hash(), limit).await? {
         None => return Err(ApiError::unauthorized()),
-        Some(Created::AtLimit) => {
+        Some(Bounded::AtLimit) => {
             return Err(ApiError::limit_reached(format!(
                 "devices per user: an account may have at most {limit} devices"
             )));
         }
-        Some(Created::Created(device)) => device,
+        Some(Bounded::Created(device)) => device,
     };
     tracing::info!(device_id = %device.id, "device created");
     let created = WithKey {

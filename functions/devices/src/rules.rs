@@ -12,7 +12,7 @@ use shared::http::{self, ApiError, Response};
 use shared::paging::{Page, PageRequest, TimeId};
 use uuid::Uuid;
 
-use crate::sql::{self, Created};
+use crate::sql::{self, Bounded};
 use crate::{BODY_LIMIT, Ctx};
 
 #[derive(Serialize)]
@@ -216,10 +216,10 @@ pub async fn create(ctx: Ctx<'_>, device_id: Uuid) -> Result<Response, ApiError>
     let limit = ctx.limits.rules_per_device;
     match sql::create_rule(ctx.db, ctx.caller, device_id, &new, limit).await? {
         None => Err(ApiError::not_found()),
-        Some(Created::AtLimit) => Err(ApiError::limit_reached(format!(
+        Some(Bounded::AtLimit) => Err(ApiError::limit_reached(format!(
             "rules per device: a device may have at most {limit} rules"
         ))),
-        Some(Created::Created(rule)) => Ok(http::json(StatusCode::CREATED, &rule)),
+        Some(Bounded::Created(rule)) => Ok(http::json(StatusCode::CREATED, &rule)),
     }
 }
 

@@ -33,7 +33,7 @@ fn device(row: &Row) -> Result<Device, DbError> {
 }
 
 /// What a statement that creates something under a limit did.
-pub enum Created<T> {
+pub enum Bounded<T> {
     Created(T),
     /// Nothing written: the parent is at its limit.
     AtLimit,
@@ -71,7 +71,7 @@ pub async fn create_device(
     name: &DeviceName,
     key_hash: &[u8],
     limit: i32,
-) -> Result<Option<Created<Device>>, DbError> {
+) -> Result<Option<Bounded<Device>>, DbError> {
     let Some(row) = db
         .query_typed_opt(
             &CREATE_DEVICE,
@@ -87,9 +87,9 @@ pub async fn create_device(
         return Ok(None);
     };
     Ok(Some(if row.try_get("room")? {
-        Created::Created(device(&row)?)
+        Bounded::Created(device(&row)?)
     } else {
-        Created::AtLimit
+        Bounded::AtLimit
     }))
 }
 
@@ -302,7 +302,7 @@ pub async fn create_rule(
     device: Uuid,
     new: &NewRule,
     limit: i32,
-) -> Result<Option<Created<Rule>>, DbError> {
+) -> Result<Option<Bounded<Rule>>, DbError> {
     let Some(row) = db
         .query_typed_opt(
             &CREATE_RULE,
@@ -322,9 +322,9 @@ pub async fn create_rule(
         return Ok(None);
     };
     Ok(Some(if row.try_get("room")? {
-        Created::Created(rule(&row)?)
+        Bounded::Created(rule(&row)?)
     } else {
-        Created::AtLimit
+        Bounded::AtLimit
     }))
 }
 

@@ -233,8 +233,11 @@ async fn store(
         Some(Ingested::RateLimited { retry_after }) => {
             return Err(ApiError::rate_limited(retry_after));
         }
-        Some(Ingested::TooManyMetrics { ord }) => {
-            let index = usize::try_from(ord - 1).unwrap_or_default();
+        Some(Ingested::TooManyMetrics { metric }) => {
+            let index = readings
+                .iter()
+                .position(|r| r.metric.as_str() == metric)
+                .unwrap_or_default();
             return Err(ApiError::validation(
                 format!("readings[{index}].metric"),
                 format!(

@@ -10,74 +10,65 @@ use uuid::Uuid;
 
 use crate::Reading;
 
+/// The batch: `$2` metrics, `$3` values, `$4` times, by position (`ord`, from 1).
+const INPUT: &str = "input AS (
+         SELECT i.ord, i.metric, i.value, i.recorded_at
+         FROM unnest($2::text[], $3::numeric[], $4::timestamptz[])
+              WITH ORDINALITY AS i(metric, value, recorded_at, ord)
+     )";
+
 /// The device one of its valid keys names, locked first, so ingests of one device take turns
 /// (no deadlock between overlapping batches, the `UPDATE` of `touched` cannot wait on anyone, and
-/// the columns read here are the newest version of the row, whoever held it before). With it:
-/// the device's rate-limit tokens refilled to now (`$5` per second, at most `$6`; NULL when the
-/// rate is 0, i.e. off) and how many metrics it has.
+/// what is computed here from the row is computed from its newest version, whoever held it
+/// before). With it, what admits the request:
+/// - `tokens`: its rate-limit bucket refilled to now (`$5` per second, at most `$6`; NULL when the
+///   rate is 0, i.e. off);
+/// - `new_metrics`: those of the batch's distinct metrics (`$8`, in batch order) that the device
+///   never sent before, found in memory in the `metrics` array on its row (no other table,
+///   nothing history-sized), and `room`, how many more the limit `$7` allows.
 const DEVICE: &str = "device AS (
-         SELECT d.id, d.metric_count,
+         SELECT d.id,
                 CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
                     d.rate_tokens + $5 * greatest(0, extract(epoch FROM now() - d.rate_at)), $6))
-                END AS tokens
-         FROM device_keys k
-         JOIN devices d ON d.id = k.device_id
-         WHERE k.hash = $1 AND (k.expires_at IS NULL OR k.expires_at > now())
-         FOR NO KEY UPDATE OF d
+                END AS tokens,
+                ARRAY(SELECT m FROM unnest($8::text[]) WITH ORDINALITY AS u(m, o)
+                      WHERE m <> ALL (d.metrics) ORDER BY o) AS new_metrics,
+                $7::int4 - cardinality(d.metrics) AS room
+         FROM devices d
+         WHERE d.id = (SELECT k.device_id FROM device_keys k
+                       WHERE k.hash = $1 AND (k.expires_at IS NULL OR k.expires_at > now()))
+         FOR NO KEY UPDATE
+     ),
+     admitted AS (
+         SELECT id FROM device
+         WHERE coalesce(tokens >= 1, true) AND cardinality(new_metrics) <= room
      )";
 
-/// The batch's metrics the device never sent before, each with its first position: one probe of
-/// `device_metrics` per distinct metric, whatever the batch size or the history.
-const NEW_METRICS: &str = "new_metrics AS (
-         SELECT b.metric, b.first_ord
-         FROM (SELECT metric, min(ord) AS first_ord FROM input GROUP BY metric) b
-         WHERE NOT EXISTS (
-             SELECT 1 FROM device, device_metrics m
-             WHERE m.device_id = device.id AND m.metric = b.metric
-         )
-     )";
-
-/// Whether the request may write: a token left (`allowed`), and no new metric past the limit
-/// `$7` (`over_limit` is the position of the first reading whose new metric is past it). The
-/// rate `$5` and the tokens give `retry_after`, whole seconds until a token is there.
-const ADMISSION: &str = "admission AS (
-         SELECT device.id,
-                coalesce(device.tokens >= 1, true) AS allowed,
-                ceil((1 - device.tokens) / $5)::int4 AS retry_after,
-                (SELECT n.first_ord FROM new_metrics n ORDER BY n.first_ord
-                 OFFSET greatest($7::int4 - device.metric_count, 0) LIMIT 1) AS over_limit
-         FROM device
-     ),
-     admitted AS (SELECT id FROM admission WHERE allowed AND over_limit IS NULL)";
-
-/// On a request that writes: the new metrics registered, one token taken, the device online and
-/// its `last_seen_at` never moving backwards.
-const TOUCHED: &str = "registered AS (
-         INSERT INTO device_metrics (device_id, metric)
-         SELECT admitted.id, n.metric FROM admitted CROSS JOIN new_metrics n
-         ON CONFLICT DO NOTHING
-         RETURNING metric
-     ),
-     touched AS (
+/// On a request that writes: one token taken, the new metrics appended (the array is not
+/// rewritten when there are none), the device online and its `last_seen_at` never moving
+/// backwards.
+const TOUCHED: &str = "touched AS (
          UPDATE devices d SET status = 'online', last_seen_at = greatest(d.last_seen_at, now()),
-                metric_count = d.metric_count + (SELECT count(*) FROM registered),
-                rate_tokens = device.tokens - 1, rate_at = greatest(d.rate_at, now())
+                rate_tokens = device.tokens - 1, rate_at = greatest(d.rate_at, now()),
+                metrics = CASE WHEN cardinality(device.new_metrics) = 0 THEN d.metrics
+                               ELSE d.metrics || device.new_metrics END
          FROM device, admitted
          WHERE d.id = device.id AND admitted.id = device.id
-         RETURNING d.id
      )";
 
-/// What every ingest statement answers besides its counts.
-const ADMISSION_COLUMNS: &str = "(SELECT id FROM admission) AS device_id,
-            (SELECT allowed FROM admission) AS allowed,
-            (SELECT retry_after FROM admission) AS retry_after,
-            (SELECT over_limit FROM admission) AS over_limit";
+/// What every ingest statement answers besides its counts, from `device` joined to the one row
+/// of the statement: no `device_id` for an unknown key; `allowed` false when out of tokens
+/// (`retry_after`: whole seconds until the next one); `new_metrics` and `room` as in [`DEVICE`].
+const ADMISSION_COLUMNS: &str =
+    "device.id AS device_id, coalesce(device.tokens >= 1, true) AS allowed,
+            ceil((1 - device.tokens) / $5)::int4 AS retry_after,
+            device.new_metrics, device.room";
 
 /// The common case, a batch whose readings all have different identities. Resolves the key,
 /// admits the request (rate limit, metrics limit), stores the batch, tells duplicates from
 /// conflicts and marks the device online, in one statement:
 ///
-/// - [`DEVICE`], [`NEW_METRICS`] and [`ADMISSION`]: a refused request writes nothing at all.
+/// - [`DEVICE`] admits it or not: a refused request writes nothing at all.
 /// - `inserted` stores the batch with `ON CONFLICT DO NOTHING`: each reading costs one probe of
 ///   the primary key, whatever the device's history.
 /// - `refused`, only for readings that were not stored now: the value stored before this
@@ -87,22 +78,14 @@ const ADMISSION_COLUMNS: &str = "(SELECT id FROM admission) AS device_id,
 ///   device): "unknown", which the caller looks up with [`stored_values`].
 ///
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
-/// limit; no device → `device_id` NULL. Safe to repeat: a repeat finds its own readings stored
+/// limit, `$8` the batch's distinct metrics; no device → `device_id` NULL. Safe to repeat: a repeat finds its own readings stored
 /// and calls them duplicates.
 pub const INGEST: Sql = Sql::idempotent(concatcp!(
     "WITH ",
+    INPUT,
+    ",
+     ",
     DEVICE,
-    ",
-     input AS (
-         SELECT i.ord, i.metric, i.value, i.recorded_at
-         FROM unnest($2::text[], $3::numeric[], $4::timestamptz[])
-              WITH ORDINALITY AS i(metric, value, recorded_at, ord)
-     ),
-     ",
-    NEW_METRICS,
-    ",
-     ",
-    ADMISSION,
     ",
      inserted AS (
          INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
@@ -135,13 +118,15 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
             (SELECT count(*) FROM inserted) AS accepted,
             (SELECT count(*) FROM refused WHERE same) AS duplicates,
             coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE NOT same), '{}') AS conflicts,
-            coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE same IS NULL), '{}') AS unknown"
+            coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE same IS NULL), '{}') AS unknown
+     FROM (SELECT) one
+     LEFT JOIN device ON true"
 ));
 
 /// The same for a batch that holds one identity more than once: the first of them is the one
 /// stored (or compared), the later ones are compared with it. One statement:
 ///
-/// - [`DEVICE`], [`NEW_METRICS`] and [`ADMISSION`] as above, then `existing` probes the primary key once per reading (`LIMIT 1` keeps the planner from
+/// - [`DEVICE`] as above, then `existing` probes the primary key once per reading (`LIMIT 1` keeps the planner from
 ///   turning it into a join over the device's whole history), so the cost does not grow with
 ///   the history.
 /// - `inserted` stores what is new, in batch order, so the first of two equal keys wins.
@@ -153,24 +138,19 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
 /// Parameters and answer as [`INGEST`].
 pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
     "WITH ",
-    DEVICE,
+    INPUT,
     ",
-     input AS (
-         SELECT i.ord, i.metric, i.value, i.recorded_at,
-                min(i.ord) OVER (PARTITION BY i.metric, i.recorded_at) AS first_ord
-         FROM unnest($2::text[], $3::numeric[], $4::timestamptz[])
-              WITH ORDINALITY AS i(metric, value, recorded_at, ord)
+     firsts AS (
+         SELECT i.*, min(i.ord) OVER (PARTITION BY i.metric, i.recorded_at) AS first_ord
+         FROM input i
      ),
      ",
-    NEW_METRICS,
-    ",
-     ",
-    ADMISSION,
+    DEVICE,
     ",
      existing AS (
          SELECT i.ord, s.value
          FROM admitted AS device
-         CROSS JOIN input i
+         CROSS JOIN firsts i
          CROSS JOIN LATERAL (
              SELECT r.value FROM sensor_readings r
              WHERE r.device_id = device.id AND r.metric = i.metric AND r.recorded_at = i.recorded_at
@@ -182,7 +162,7 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
          INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
          SELECT admitted.id, i.metric, i.value, i.recorded_at
          FROM admitted
-         CROSS JOIN input i
+         CROSS JOIN firsts i
          WHERE i.ord = i.first_ord AND NOT EXISTS (SELECT 1 FROM existing e WHERE e.ord = i.ord)
          ORDER BY i.ord
          ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
@@ -200,18 +180,21 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
                     ELSE 'conflict'
                 END AS verdict
          FROM admitted
-         CROSS JOIN input i
+         CROSS JOIN firsts i
          LEFT JOIN inserted n ON n.metric = i.metric AND n.recorded_at = i.recorded_at
          LEFT JOIN existing e ON e.ord = i.first_ord
      )
      SELECT ",
     ADMISSION_COLUMNS,
-    ",
-            count(*) FILTER (WHERE verdict = 'accepted') AS accepted,
-            count(*) FILTER (WHERE verdict = 'duplicate') AS duplicates,
-            coalesce(array_agg(ord ORDER BY ord) FILTER (WHERE verdict = 'conflict'), '{}') AS conflicts,
-            coalesce(array_agg(ord ORDER BY ord) FILTER (WHERE verdict = 'unknown'), '{}') AS unknown
-     FROM verdict"
+    ", counts.*
+     FROM (
+         SELECT count(*) FILTER (WHERE verdict = 'accepted') AS accepted,
+                count(*) FILTER (WHERE verdict = 'duplicate') AS duplicates,
+                coalesce(array_agg(ord ORDER BY ord) FILTER (WHERE verdict = 'conflict'), '{}') AS conflicts,
+                coalesce(array_agg(ord ORDER BY ord) FILTER (WHERE verdict = 'unknown'), '{}') AS unknown
+         FROM verdict
+     ) counts
+     LEFT JOIN device ON true"
 ));
 
 /// The stored values of some of a device's readings (see the unknown verdict above).
@@ -240,9 +223,10 @@ pub enum Ingested {
     RateLimited {
         retry_after: u32,
     },
-    /// Nothing written: the reading at this position (1-based) brings a metric past the limit.
+    /// Nothing written: this metric, new to the device, is past its limit (the first such, in
+    /// batch order).
     TooManyMetrics {
-        ord: i64,
+        metric: String,
     },
 }
 
@@ -257,6 +241,12 @@ pub async fn ingest(
     let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
     let values: Vec<Decimal> = readings.iter().map(|r| r.value).collect();
     let times: Vec<DateTime<Utc>> = readings.iter().map(|r| r.recorded_at).collect();
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&str> = metrics
+        .iter()
+        .copied()
+        .filter(|m| seen.insert(*m))
+        .collect();
     // Most batches hold each identity once and take the simpler statement.
     let mut identities = std::collections::HashSet::with_capacity(readings.len());
     let repeats = !readings
@@ -278,6 +268,7 @@ pub async fn ingest(
                 (&limits.ingest_rate_per_device, Type::FLOAT8),
                 (&limits.ingest_burst_per_device, Type::FLOAT8),
                 (&limits.metrics_per_device, Type::INT4),
+                (&distinct, Type::TEXT_ARRAY),
             ],
         )
         .await?;
@@ -290,8 +281,13 @@ pub async fn ingest(
             retry_after: retry_after.map_or(1, |s| s.max(1) as u32),
         }));
     }
-    if let Some(ord) = row.try_get("over_limit")? {
-        return Ok(Some(Ingested::TooManyMetrics { ord }));
+    let mut new_metrics: Vec<String> = row.try_get("new_metrics")?;
+    let room: i32 = row.try_get("room")?;
+    let room = usize::try_from(room).unwrap_or(0);
+    if new_metrics.len() > room {
+        return Ok(Some(Ingested::TooManyMetrics {
+            metric: new_metrics.swap_remove(room),
+        }));
     }
     Ok(Some(Ingested::Stored(Stored {
         device_id,

@@ -382,7 +382,14 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
             .query(
                 &format!("EXPLAIN (COSTS OFF) {}", statement.text()),
                 &[
-                    &hash, &metrics, &values, &times, &20.0f64, &100.0f64, &1000i32,
+                    &hash,
+                    &metrics,
+                    &values,
+                    &times,
+                    &20.0f64,
+                    &100.0f64,
+                    &1000i32,
+                    &vec!["temperature"],
                 ],
             )
             .await

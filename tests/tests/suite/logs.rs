@@ -76,6 +76,28 @@ async fn a_full_session_logs_no_secret() {
     )
     .await;
     assert_eq!(pushed.status(), 200);
+    // A rotated key is shown once, and used.
+    let rotated = devices::handle(
+        &devices,
+        Event::load("devices-keys")
+            .as_user("user_logs")
+            .at("POST", &format!("/v1/devices/{id}/keys"))
+            .request(),
+    )
+    .await;
+    let rotated_key = body_json(&rotated)["device_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pushed = ingest::handle(
+        &ingest,
+        Event::load("ingest")
+            .header("authorization", &format!("Bearer {rotated_key}"))
+            .json_body(&readings)
+            .request(),
+    )
+    .await;
+    assert_eq!(pushed.status(), 200);
     // Refused credentials are logged (at debug) without the credential.
     let wrong_key = key.replacen("dk_", "dk_x", 1);
     for bad in [wrong_key.as_str(), &token[..token.len() - 4]] {
@@ -139,6 +161,7 @@ async fn a_full_session_logs_no_secret() {
     for (what, secret) in [
         ("device key", key.as_str()),
         ("device key body", &key[3..]),
+        ("rotated device key", &rotated_key[3..]),
         ("session token", token.as_str()),
         ("session token signature", token.rsplit('.').next().unwrap()),
         ("database password", password.as_str()),

@@ -75,7 +75,7 @@ async fn device_keys_and_counters_are_carried_over_from_existing_data() {
     let row = test
         .direct
         .query_one(
-            r#"SELECT d.rule_count, d.metric_count, d.key_created_at = d.created_at,
+            r#"SELECT d.rule_count, cardinality(d.metrics), d.key_created_at = d.created_at,
                       d.previous_key_expires_at IS NULL, u.device_count,
                       (SELECT count(*) FROM device_keys k WHERE k.device_id = d.id AND k.expires_at IS NULL)
                FROM devices d JOIN "user" u ON u.id = d.owner_id
