@@ -1,20 +1,18 @@
 -- Device keys that can be rotated without downtime, the per-tenant limits, and the per-device
 -- ingest rate limit (functions/ingest/src/sql.rs and functions/devices/src/sql.rs use them).
 
--- A device's keys, by hash (SHA-256 of the key; never the key). The current key has no expiry;
--- after a rotation the previous one expires at `expires_at` (already past with grace 0). A
--- rotation deletes any older previous key, so a device has at most two rows here.
-CREATE TABLE device_keys (
-    hash        bytea PRIMARY KEY CHECK (octet_length(hash) = 32),
-    device_id   uuid NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    expires_at  timestamptz
-);
-CREATE INDEX device_keys_device ON device_keys (device_id);
-CREATE UNIQUE INDEX device_keys_one_current ON device_keys (device_id) WHERE expires_at IS NULL;
-
-INSERT INTO device_keys (hash, device_id, created_at)
-SELECT device_key_hash, id, created_at FROM devices;
+-- Key rotation: beside the current key's hash, the previous key's, valid until
+-- previous_key_expires_at (already past after a rotation with no grace). A rotation moves the
+-- current key to previous, so a device has at most two valid keys and rotating again ends the
+-- older one. Two columns of the row ingest locks anyway rather than a table of keys: a second
+-- relation in the ingest statement measured +0.06 to +0.17 ms per request (planning, locking and
+-- opening it); the second unique index costs nothing measurable.
+ALTER TABLE devices
+    ADD COLUMN previous_key_hash bytea UNIQUE CHECK (octet_length(previous_key_hash) = 32),
+    ADD COLUMN previous_key_expires_at timestamptz,
+    ADD CONSTRAINT devices_previous_key_expires CHECK (
+        (previous_key_hash IS NULL) = (previous_key_expires_at IS NULL)
+    );
 
 -- What the limits count, kept on the row that the statement which writes locks anyway (the
 -- owner's row for devices, the device's for rules and metrics), so that a limit is exact under
@@ -22,9 +20,7 @@ SELECT device_key_hash, id, created_at FROM devices;
 ALTER TABLE "user" ADD COLUMN device_count integer NOT NULL DEFAULT 0;
 
 ALTER TABLE devices
-    DROP COLUMN device_key_hash,
     ADD COLUMN key_created_at timestamptz NOT NULL DEFAULT now(),
-    ADD COLUMN previous_key_expires_at timestamptz,
     ADD COLUMN rule_count integer NOT NULL DEFAULT 0,
     -- The metrics the device has ever sent, in the order it first sent them: ingest compares a
     -- batch's distinct metrics with it in memory (no probe of another table) and appends new ones.

@@ -122,8 +122,11 @@ impl TestDb {
                        INSERT INTO "user" (id, device_count) VALUES ($1, 1)
                        ON CONFLICT (id) DO UPDATE SET device_count = "user".device_count + 1
                    ),
-                   d AS (INSERT INTO devices (owner_id, name) VALUES ($1, 'test device') RETURNING id),
-                   k AS (INSERT INTO device_keys (hash, device_id) SELECT $2, id FROM d)
+                   d AS (
+                       INSERT INTO devices (owner_id, name, device_key_hash)
+                       VALUES ($1, 'test device', $2)
+                       RETURNING id
+                   )
                    SELECT id FROM d"#,
                 &[&owner, &hash],
             )

@@ -5,7 +5,7 @@
 
 use const_format::concatcp;
 use shared::auth::UserId;
-use shared::db::{Db, DbError, Idempotence, Sql};
+use shared::db::{Db, DbError, Sql};
 use shared::domain::DeviceName;
 use shared::paging::{PageRequest, TimeId};
 use tokio_postgres::Row;
@@ -41,7 +41,7 @@ pub enum Bounded<T> {
 
 /// The owner's row, locked first (so that creates for one owner take turns and read the newest
 /// counter), whether it has room under the limit `$4`, and the counter taken only when it has:
-/// the limit is exact however many creates run at once. Then the device and its key; no row at
+/// the limit is exact however many creates run at once. Then the device with its key; no row at
 /// all when the owner's row is gone (the user was deleted: their token is stale). Creating twice
 /// makes two devices: never retried.
 const CREATE_DEVICE: Sql = Sql::once(concatcp!(
@@ -55,10 +55,9 @@ const CREATE_DEVICE: Sql = Sql::once(concatcp!(
          RETURNING u.id
      ),
      d AS (
-         INSERT INTO devices (owner_id, name) SELECT id, $2 FROM counted
+         INSERT INTO devices (owner_id, name, device_key_hash) SELECT id, $2, $3 FROM counted
          RETURNING *
-     ),
-     key AS (INSERT INTO device_keys (hash, device_id) SELECT $3, id FROM d)
+     )
      SELECT owner.room, "#,
     DEVICE,
     " FROM owner LEFT JOIN d ON true"
@@ -168,7 +167,7 @@ pub async fn rename_device(
     .transpose()
 }
 
-/// Keys, readings, rules and alerts go with it (foreign keys cascade), and its place under the
+/// Readings, rules and alerts go with it (foreign keys cascade), and its place under the
 /// owner's limit is free at once. The owner's row is locked first, as [`CREATE_DEVICE`] does.
 /// `once`: a retry after a lost reply would find nothing and answer 404 for a delete that
 /// succeeded.
@@ -195,28 +194,16 @@ pub async fn delete_device(db: &Db, owner: &UserId, id: Uuid) -> Result<bool, Db
     Ok(row.try_get::<_, i64>("deleted")? > 0)
 }
 
-/// Locks the caller's device so that rotations of one device take turns, each on a snapshot
-/// taken after the previous one committed ([`ROTATE_KEY`] runs next, in the same transaction).
-const LOCK_DEVICE: Sql =
-    Sql::once("SELECT id FROM devices WHERE id = $1 AND owner_id = $2 FOR NO KEY UPDATE");
-
-/// A new current key `$2`; the current one until now expires `$3` seconds from now; an older
-/// previous key, if any, ends at once (deleted: a device has at most two keys). `previous` is
-/// read before the new key goes in, so that the index of current keys never sees two.
+/// A new current key `$3`; the current one until now becomes the previous key, valid for `$4`
+/// more seconds; an older previous key, if any, ends at once. One row: concurrent rotations take
+/// turns on it, each moving the key the one before it left.
 const ROTATE_KEY: Sql = Sql::once(concatcp!(
-    "WITH ended AS (DELETE FROM device_keys WHERE device_id = $1 AND expires_at IS NOT NULL),
-     previous AS (
-         UPDATE device_keys SET expires_at = now() + make_interval(secs => $3)
-         WHERE device_id = $1 AND expires_at IS NULL
-         RETURNING expires_at
-     ),
-     added AS (
-         INSERT INTO device_keys (hash, device_id)
-         SELECT $2, $1 FROM (SELECT count(*) FROM previous) p
-     )
-     UPDATE devices d
-     SET key_created_at = now(), previous_key_expires_at = (SELECT max(expires_at) FROM previous)
-     WHERE d.id = $1
+    "UPDATE devices d
+     SET previous_key_hash = d.device_key_hash,
+         previous_key_expires_at = now() + make_interval(secs => $4),
+         device_key_hash = $3,
+         key_created_at = now()
+     WHERE d.id = $1 AND d.owner_id = $2
      RETURNING ",
     DEVICE
 ));
@@ -229,29 +216,19 @@ pub async fn rotate_key(
     key_hash: &[u8],
     grace_seconds: i32,
 ) -> Result<Option<Device>, DbError> {
-    db.transaction(Idempotence::Once, |tx| async move {
-        let locked = tx
-            .query_typed(
-                &LOCK_DEVICE,
-                &[(&id, Type::UUID), (&owner.as_str(), Type::TEXT)],
-            )
-            .await?;
-        if locked.is_empty() {
-            return Ok(None);
-        }
-        let row = tx
-            .query_typed_one(
-                &ROTATE_KEY,
-                &[
-                    (&id, Type::UUID),
-                    (&key_hash, Type::BYTEA),
-                    (&f64::from(grace_seconds), Type::FLOAT8),
-                ],
-            )
-            .await?;
-        device(&row).map(Some)
-    })
-    .await
+    db.query_typed_opt(
+        &ROTATE_KEY,
+        &[
+            (&id, Type::UUID),
+            (&owner.as_str(), Type::TEXT),
+            (&key_hash, Type::BYTEA),
+            (&f64::from(grace_seconds), Type::FLOAT8),
+        ],
+    )
+    .await?
+    .as_ref()
+    .map(device)
+    .transpose()
 }
 
 /// A rule as every statement returns it (`r` is the `alert_rules` row).

@@ -17,7 +17,8 @@ const INPUT: &str = "input AS (
               WITH ORDINALITY AS i(metric, value, recorded_at, ord)
      )";
 
-/// The device one of its valid keys names, locked first, so ingests of one device take turns
+/// The device one of its valid keys names (its current key, or the previous one until it expires),
+/// locked first, so ingests of one device take turns
 /// (no deadlock between overlapping batches, the `UPDATE` of `touched` cannot wait on anyone, and
 /// what is computed here from the row is computed from its newest version, whoever held it
 /// before). With it, what admits the request:
@@ -35,8 +36,8 @@ const DEVICE: &str = "device AS (
                       WHERE m <> ALL (d.metrics) ORDER BY o) AS new_metrics,
                 $7::int4 - cardinality(d.metrics) AS room
          FROM devices d
-         WHERE d.id = (SELECT k.device_id FROM device_keys k
-                       WHERE k.hash = $1 AND (k.expires_at IS NULL OR k.expires_at > now()))
+         WHERE d.device_key_hash = $1
+            OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now())
          FOR NO KEY UPDATE
      ),
      admitted AS (

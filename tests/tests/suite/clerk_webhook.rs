@@ -85,10 +85,8 @@ async fn created_then_updated_then_stale_then_deleted() {
     // Give Ada a device with a reading, a rule and an alert: deletion takes all of it.
     test.direct
         .batch_execute(&format!(
-            r#"INSERT INTO devices (id, owner_id, name)
-                 VALUES ('00000000-0000-0000-0000-0000000000d1', '{ADA}', 'boiler');
-               INSERT INTO device_keys (hash, device_id)
-                 VALUES (sha256('dk_a'), '00000000-0000-0000-0000-0000000000d1');
+            r#"INSERT INTO devices (id, owner_id, name, device_key_hash)
+                 VALUES ('00000000-0000-0000-0000-0000000000d1', '{ADA}', 'boiler', sha256('dk_a'));
                INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
                  VALUES ('00000000-0000-0000-0000-0000000000d1', 't', 1, now());
                INSERT INTO alert_rules (id, device_id, metric, comparator, threshold)

@@ -119,17 +119,12 @@ async fn both_keys_work_during_the_grace_period_and_a_third_rotation_ends_the_ol
         "the previous key, in grace"
     );
     assert_eq!(ingest_with(&f, &third_key).await, 200);
-    assert_eq!(
-        f.test.count("device_keys").await,
-        2,
-        "at most two keys per device"
-    );
 
     // When the grace period is over, the previous key stops (time moved by moving the expiry).
     f.test
         .direct
         .execute(
-            "UPDATE device_keys SET expires_at = now() - interval '1 second' WHERE expires_at IS NOT NULL",
+            "UPDATE devices SET previous_key_expires_at = now() - interval '1 second'",
             &[],
         )
         .await
@@ -184,7 +179,12 @@ async fn bad_rotations_are_refused_and_change_nothing() {
         (Event::load("devices-keys").as_user(ALICE).at("POST", &path.replace(id, "not-a-uuid")), NotFound),
     ];
     check_refusals(&f.functions, cases).await;
-    assert_eq!(f.test.count("device_keys").await, 1);
+    assert_eq!(
+        f.test
+            .count("devices WHERE previous_key_hash IS NULL AND key_created_at = created_at")
+            .await,
+        1
+    );
     assert_eq!(
         ingest_with(&f, &f.first_key).await,
         200,
@@ -211,16 +211,25 @@ async fn concurrent_rotations_leave_one_current_key_and_one_previous() {
             .to_owned()
     });
     let keys = futures::future::join_all(rotations).await;
+    // The previous key is the one the last rotation replaced: the key of another rotation.
     let row = f
         .test
         .direct
         .query_one(
-            "SELECT count(*) FILTER (WHERE expires_at IS NULL), count(*) FROM device_keys",
+            "SELECT device_key_hash, previous_key_hash FROM devices",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 2));
+    let hash = |key: &str| {
+        shared::domain::DeviceKey::parse(key)
+            .unwrap()
+            .hash()
+            .to_vec()
+    };
+    let (current, previous): (Vec<u8>, Vec<u8>) = (row.get(0), row.get(1));
+    assert!(keys.iter().any(|k| hash(k) == current));
+    assert!(keys.iter().any(|k| hash(k) == previous));
     let working = {
         let mut working = 0;
         for key in keys.iter().chain([&f.first_key]) {

@@ -295,7 +295,7 @@ async fn the_device_key_is_shown_once_and_stored_only_as_a_hash() {
         .direct
         .query_one(
             "SELECT count(*) FILTER (WHERE t::text LIKE '%' || $1 || '%'),
-                    (SELECT count(*) FROM device_keys WHERE hash = sha256(convert_to($2, 'UTF8')))
+                    count(*) FILTER (WHERE device_key_hash = sha256(convert_to($2, 'UTF8')))
              FROM devices t",
             &[&&key[3..], &key],
         )

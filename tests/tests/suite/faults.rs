@@ -59,9 +59,8 @@ async fn acknowledged_readings_survive_pooler_and_database_restarts() {
     for _ in 0..CLIENTS {
         let key = shared::domain::DeviceKey::generate();
         db.execute(
-            r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_faults') ON CONFLICT DO NOTHING),
-                    d AS (INSERT INTO devices (owner_id, name) VALUES ('user_faults', 'd') RETURNING id)
-               INSERT INTO device_keys (hash, device_id) SELECT $1, id FROM d"#,
+            r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_faults') ON CONFLICT DO NOTHING)
+               INSERT INTO devices (owner_id, name, device_key_hash) VALUES ('user_faults', 'd', $1)"#,
             &[&key.hash().to_vec()],
         )
         .await

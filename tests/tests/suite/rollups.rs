@@ -439,8 +439,8 @@ async fn rollups_and_latest_use_the_index_on_a_large_table() {
     f.test
         .direct
         .batch_execute(&format!(
-            r#"INSERT INTO devices (id, owner_id, name)
-               SELECT gen_random_uuid(), '{OWNER}', 'other ' || g
+            r#"INSERT INTO devices (id, owner_id, name, device_key_hash)
+               SELECT gen_random_uuid(), '{OWNER}', 'other ' || g, sha256(g::text::bytea)
                FROM generate_series(1, 11) g;
                INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
                SELECT d.id, 'm' || m, g % 1000, timestamptz '2026-11-01' + g * interval '10 seconds'

@@ -20,8 +20,8 @@ async fn alert_data(rules: i64, readings: i64) -> TestDb {
     test.direct
         .execute(
             r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_eval'))
-               INSERT INTO devices (owner_id, name, status, last_seen_at)
-               SELECT 'user_eval', 'device ' || g, 'online', now()
+               INSERT INTO devices (owner_id, name, device_key_hash, status, last_seen_at)
+               SELECT 'user_eval', 'device ' || g, sha256(('eval' || g)::bytea), 'online', now()
                FROM generate_series(1, $1::int8) g"#,
             &[&devices],
         )
@@ -61,8 +61,9 @@ async fn add_dense_tenant(test: &TestDb) {
     test.direct
         .batch_execute(
             r#"INSERT INTO "user" (id) VALUES ('user_dense');
-               INSERT INTO devices (id, owner_id, name, status, last_seen_at)
-               VALUES ('00000000-0000-0000-0000-0000000000de', 'user_dense', 'dense', 'online', now());
+               INSERT INTO devices (id, owner_id, name, device_key_hash, status, last_seen_at)
+               VALUES ('00000000-0000-0000-0000-0000000000de', 'user_dense', 'dense',
+                       sha256('dense'::bytea), 'online', now());
                INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
                SELECT '00000000-0000-0000-0000-0000000000de', 'dense', 1 + g % 50,
                       now() - g * interval '1 second'
