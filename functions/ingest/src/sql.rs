@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use const_format::concatcp;
 use rust_decimal::Decimal;
 use shared::config::Limits;
-use shared::db::{Db, DbError, Sql};
+use shared::db::{Db, DbError, Param, Sql};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -17,59 +17,69 @@ const INPUT: &str = "input AS (
               WITH ORDINALITY AS i(metric, value, recorded_at, ord)
      )";
 
-/// The device one of its valid keys names (its current key, or the previous one until it expires),
-/// locked first, so ingests of one device take turns
-/// (no deadlock between overlapping batches, the `UPDATE` of `touched` cannot wait on anyone, and
-/// what is computed here from the row is computed from its newest version, whoever held it
-/// before). With it, what admits the request:
-/// - `tokens`: its rate-limit bucket refilled to now (`$5` per second, at most `$6`; NULL when the
-///   rate is 0, i.e. off);
-/// - `new_metrics`: those of the batch's distinct metrics (`$8`, in batch order) that the device
-///   never sent before, found in memory in the `metrics` array on its row (no other table,
-///   nothing history-sized), and `room`, how many more the limit `$7` allows.
-const DEVICE: &str = "device AS (
-         SELECT d.id,
-                CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
-                    d.rate_tokens + $5 * greatest(0, extract(epoch FROM now() - d.rate_at)), $6))
-                END AS tokens,
-                ARRAY(SELECT m FROM unnest($8::text[]) WITH ORDINALITY AS u(m, o)
-                      WHERE m <> ALL (d.metrics) ORDER BY o) AS new_metrics,
-                $7::int4 - cardinality(d.metrics) AS room
-         FROM devices d
-         WHERE d.device_key_hash = $1
-            OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now())
-         FOR NO KEY UPDATE
-     ),
-     admitted AS (
-         SELECT id FROM device
-         WHERE coalesce(tokens >= 1, true) AND cardinality(new_metrics) <= room
-     )";
+/// A valid key for the device: its current key `$1`, or the previous one until it expires.
+const KEY_MATCHES: &str = "(d.device_key_hash = $1
+            OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now()))";
 
-/// On a request that writes: one token taken, the new metrics appended (the array is not
-/// rewritten when there are none), the device online and its `last_seen_at` never moving
-/// backwards.
-const TOUCHED: &str = "touched AS (
-         UPDATE devices d SET status = 'online', last_seen_at = greatest(d.last_seen_at, now()),
-                rate_tokens = device.tokens - 1, rate_at = greatest(d.rate_at, now()),
-                metrics = CASE WHEN cardinality(device.new_metrics) = 0 THEN d.metrics
-                               ELSE d.metrics || device.new_metrics END
-         FROM device, admitted
-         WHERE d.id = device.id AND admitted.id = device.id
-     )";
+/// Its rate-limit bucket refilled to now: `$5` tokens per second, at most `$6` (NULL when the
+/// rate is 0, i.e. off).
+const TOKENS: &str = "CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
+             d.rate_tokens + $5 * greatest(0, extract(epoch FROM now() - d.rate_at)), $6))
+         END";
 
-/// What every ingest statement answers besides its counts, from `device` joined to the one row
-/// of the statement: no `device_id` for an unknown key; `allowed` false when out of tokens
-/// (`retry_after`: whole seconds until the next one); `new_metrics` and `room` as in [`DEVICE`].
-const ADMISSION_COLUMNS: &str =
-    "device.id AS device_id, coalesce(device.tokens >= 1, true) AS allowed,
-            ceil((1 - device.tokens) / $5)::int4 AS retry_after,
-            device.new_metrics, device.room";
+/// The device the key names, admitted and touched by one `UPDATE` (no separate lock, no second
+/// write, no join of derived sets: the cheapest statement to plan, which is what a one-reading
+/// request mostly costs). It updates the row only when the request may write: a token is left
+/// (one is taken), and the batch's new metrics (`$8`, its distinct metrics in batch order,
+/// compared in memory with the `metrics` array on the row: no other table, nothing
+/// history-sized) fit under the limit `$7` (they are appended; the array is not rewritten when
+/// the batch holds none). The device goes online and its `last_seen_at` never moves backwards.
+/// Ingests of one device take turns on its row, and each is judged on the row as the one before
+/// left it (the conditions are re-checked on the newest version). Nothing is written otherwise:
+/// `device` is then empty, and `known` says whether the key was valid (see [`why_refused`]).
+const DEVICE: &str = concatcp!(
+    "device AS (
+         UPDATE devices d
+         SET status = 'online', last_seen_at = greatest(d.last_seen_at, now()),
+             rate_tokens = ",
+    TOKENS,
+    " - 1,
+             rate_at = greatest(d.rate_at, now()),
+             metrics = CASE WHEN $8::text[] <@ d.metrics THEN d.metrics
+                            ELSE d.metrics || ARRAY(
+                                SELECT m FROM unnest($8::text[]) WITH ORDINALITY AS u(m, o)
+                                WHERE m <> ALL (d.metrics) ORDER BY o)
+                       END
+         WHERE ",
+    KEY_MATCHES,
+    "
+           AND coalesce(",
+    TOKENS,
+    " >= 1, true)
+           AND ($8::text[] <@ d.metrics
+                OR cardinality(d.metrics)
+                   + (SELECT count(*) FROM unnest($8::text[]) m WHERE m <> ALL (d.metrics))
+                   <= $7::int4)
+         RETURNING d.id
+     )"
+);
+
+/// What every ingest statement answers besides its counts: the admitted device, or, when none
+/// was, whether the key names a device at all (looked up only then).
+const ADMISSION_COLUMNS: &str = concatcp!(
+    "(SELECT id FROM device) AS device_id,
+            CASE WHEN NOT EXISTS (SELECT 1 FROM device)
+                 THEN EXISTS (SELECT 1 FROM devices d WHERE ",
+    KEY_MATCHES,
+    ")
+            END AS known"
+);
 
 /// The common case, a batch whose readings all have different identities. Resolves the key,
 /// admits the request (rate limit, metrics limit), stores the batch, tells duplicates from
 /// conflicts and marks the device online, in one statement:
 ///
-/// - [`DEVICE`] admits it or not: a refused request writes nothing at all.
+/// - [`DEVICE`] admits the request and touches the device, or writes nothing at all.
 /// - `inserted` stores the batch with `ON CONFLICT DO NOTHING`: each reading costs one probe of
 ///   the primary key, whatever the device's history.
 /// - `refused`, only for readings that were not stored now: the value stored before this
@@ -79,7 +89,7 @@ const ADMISSION_COLUMNS: &str =
 ///   device): "unknown", which the caller looks up with [`stored_values`].
 ///
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
-/// limit, `$8` the batch's distinct metrics; no device → `device_id` NULL. Safe to repeat: a repeat finds its own readings stored
+/// limit, `$8` the batch's distinct metrics; not admitted → `device_id` NULL. Safe to repeat: a repeat finds its own readings stored
 /// and calls them duplicates.
 pub const INGEST: Sql = Sql::idempotent(concatcp!(
     "WITH ",
@@ -90,19 +100,16 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
     ",
      inserted AS (
          INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
-         SELECT admitted.id, i.metric, i.value, i.recorded_at
-         FROM admitted
+         SELECT device.id, i.metric, i.value, i.recorded_at
+         FROM device
          CROSS JOIN input i
          ORDER BY i.ord
          ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
          RETURNING metric, recorded_at
      ),
-     ",
-    TOUCHED,
-    ",
      refused AS (
          SELECT i.ord, i.value = stored.value AS same
-         FROM admitted AS device
+         FROM device
          CROSS JOIN input i
          LEFT JOIN LATERAL (
              SELECT r.value FROM sensor_readings r
@@ -119,9 +126,7 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
             (SELECT count(*) FROM inserted) AS accepted,
             (SELECT count(*) FROM refused WHERE same) AS duplicates,
             coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE NOT same), '{}') AS conflicts,
-            coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE same IS NULL), '{}') AS unknown
-     FROM (SELECT) one
-     LEFT JOIN device ON true"
+            coalesce((SELECT array_agg(ord ORDER BY ord) FROM refused WHERE same IS NULL), '{}') AS unknown"
 ));
 
 /// The same for a batch that holds one identity more than once: the first of them is the one
@@ -150,7 +155,7 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
     ",
      existing AS (
          SELECT i.ord, s.value
-         FROM admitted AS device
+         FROM device
          CROSS JOIN firsts i
          CROSS JOIN LATERAL (
              SELECT r.value FROM sensor_readings r
@@ -161,17 +166,14 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
      ),
      inserted AS (
          INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
-         SELECT admitted.id, i.metric, i.value, i.recorded_at
-         FROM admitted
+         SELECT device.id, i.metric, i.value, i.recorded_at
+         FROM device
          CROSS JOIN firsts i
          WHERE i.ord = i.first_ord AND NOT EXISTS (SELECT 1 FROM existing e WHERE e.ord = i.ord)
          ORDER BY i.ord
          ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
          RETURNING metric, recorded_at, value
      ),
-     ",
-    TOUCHED,
-    ",
      verdict AS (
          SELECT i.ord,
                 CASE
@@ -180,7 +182,7 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
                     WHEN coalesce(n.value, e.value) = i.value THEN 'duplicate'
                     ELSE 'conflict'
                 END AS verdict
-         FROM admitted
+         FROM device
          CROSS JOIN firsts i
          LEFT JOIN inserted n ON n.metric = i.metric AND n.recorded_at = i.recorded_at
          LEFT JOIN existing e ON e.ord = i.first_ord
@@ -194,8 +196,7 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
                 coalesce(array_agg(ord ORDER BY ord) FILTER (WHERE verdict = 'conflict'), '{}') AS conflicts,
                 coalesce(array_agg(ord ORDER BY ord) FILTER (WHERE verdict = 'unknown'), '{}') AS unknown
          FROM verdict
-     ) counts
-     LEFT JOIN device ON true"
+     ) counts"
 ));
 
 /// The stored values of some of a device's readings (see the unknown verdict above).
@@ -217,6 +218,15 @@ pub struct Stored {
     pub unknown: Vec<i64>,
 }
 
+/// Why a valid key's request was not admitted, read only then (a refused request writes
+/// nothing): the bucket and the metrics as the row holds them now. Same parameters as [`INGEST`].
+const WHY_REFUSED: Sql = Sql::idempotent(concatcp!(
+    "SELECT ",
+    TOKENS,
+    " AS tokens, d.metrics FROM devices d WHERE ",
+    KEY_MATCHES
+));
+
 /// What the ingest statement answered for a key that names a device.
 pub enum Ingested {
     Stored(Stored),
@@ -231,7 +241,8 @@ pub enum Ingested {
     },
 }
 
-/// Admits and stores the batch in one statement; `None` when no valid key is this one.
+/// Admits and stores the batch in one statement; `None` when no valid key is this one. A
+/// refused request (rate or metrics limit) takes one more read, to say why.
 pub async fn ingest(
     db: &Db,
     key_hash: &[u8; 32],
@@ -258,45 +269,53 @@ pub async fn ingest(
     } else {
         &INGEST
     };
-    let row = db
-        .query_typed_one(
-            statement,
-            &[
-                (&key_hash, Type::BYTEA),
-                (&metrics, Type::TEXT_ARRAY),
-                (&values, Type::NUMERIC_ARRAY),
-                (&times, Type::TIMESTAMPTZ_ARRAY),
-                (&limits.ingest_rate_per_device, Type::FLOAT8),
-                (&limits.ingest_burst_per_device, Type::FLOAT8),
-                (&limits.metrics_per_device, Type::INT4),
-                (&distinct, Type::TEXT_ARRAY),
-            ],
-        )
-        .await?;
-    let Some(device_id) = row.try_get("device_id")? else {
+    let params: &[Param<'_>] = &[
+        (&key_hash, Type::BYTEA),
+        (&metrics, Type::TEXT_ARRAY),
+        (&values, Type::NUMERIC_ARRAY),
+        (&times, Type::TIMESTAMPTZ_ARRAY),
+        (&limits.ingest_rate_per_device, Type::FLOAT8),
+        (&limits.ingest_burst_per_device, Type::FLOAT8),
+        (&limits.metrics_per_device, Type::INT4),
+        (&distinct, Type::TEXT_ARRAY),
+    ];
+    let row = db.query_typed_one(statement, params).await?;
+    if let Some(device_id) = row.try_get("device_id")? {
+        return Ok(Some(Ingested::Stored(Stored {
+            device_id,
+            accepted: row.try_get("accepted")?,
+            duplicates: row.try_get("duplicates")?,
+            conflicts: row.try_get("conflicts")?,
+            unknown: row.try_get("unknown")?,
+        })));
+    }
+    if !row.try_get::<_, Option<bool>>("known")?.unwrap_or(false) {
+        return Ok(None);
+    }
+    let Some(why) = db.query_typed_opt(&WHY_REFUSED, params).await? else {
         return Ok(None);
     };
-    if !row.try_get::<_, bool>("allowed")? {
-        let retry_after: Option<i32> = row.try_get("retry_after")?;
+    let tokens: Option<f64> = why.try_get("tokens")?;
+    if let Some(tokens) = tokens.filter(|t| *t < 1.0) {
+        let wait = ((1.0 - tokens) / limits.ingest_rate_per_device).ceil();
         return Ok(Some(Ingested::RateLimited {
-            retry_after: retry_after.map_or(1, |s| s.max(1) as u32),
+            retry_after: (wait as u32).max(1),
         }));
     }
-    let mut new_metrics: Vec<String> = row.try_get("new_metrics")?;
-    let room: i32 = row.try_get("room")?;
-    let room = usize::try_from(room).unwrap_or(0);
-    if new_metrics.len() > room {
-        return Ok(Some(Ingested::TooManyMetrics {
-            metric: new_metrics.swap_remove(room),
-        }));
-    }
-    Ok(Some(Ingested::Stored(Stored {
-        device_id,
-        accepted: row.try_get("accepted")?,
-        duplicates: row.try_get("duplicates")?,
-        conflicts: row.try_get("conflicts")?,
-        unknown: row.try_get("unknown")?,
-    })))
+    let known: Vec<String> = why.try_get("metrics")?;
+    let new: Vec<&str> = distinct
+        .into_iter()
+        .filter(|m| !known.iter().any(|k| k == m))
+        .collect();
+    let room =
+        usize::try_from(i64::from(limits.metrics_per_device) - known.len() as i64).unwrap_or(0);
+    Ok(Some(match new.get(room) {
+        Some(metric) => Ingested::TooManyMetrics {
+            metric: (*metric).to_owned(),
+        },
+        // Refused a moment ago, admissible now: the row changed in between (tokens came back).
+        None => Ingested::RateLimited { retry_after: 1 },
+    }))
 }
 
 /// For readings (by `ord`) that another request stored meanwhile: whether the stored value is
