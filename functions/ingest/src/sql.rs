@@ -31,9 +31,9 @@ const TOKENS: &str = "CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
 /// write, no join of derived sets: the cheapest statement to plan, which is what a one-reading
 /// request mostly costs). It updates the row only when the request may write: a token is left
 /// (one is taken), and the batch's new metrics (`$8`, its distinct metrics in batch order,
-/// compared in memory with the `metrics` array on the row: no other table, nothing
-/// history-sized) fit under the limit `$7` (they are appended; the array is not rewritten when
-/// the batch holds none). The device goes online and its `last_seen_at` never moves backwards.
+/// compared in memory with the `metrics` array on the row by `metrics_new`, migration V5: no
+/// other table, nothing history-sized) fit under the limit `$7` (they are appended; the array is
+/// not rewritten when the batch holds none). The device goes online and its `last_seen_at` never moves backwards.
 /// Ingests of one device take turns on its row, and each is judged on the row as the one before
 /// left it (the conditions are re-checked on the newest version). Nothing is written otherwise:
 /// `device` is then empty, and `known` says whether the key was valid (see [`why_refused`]).
@@ -46,9 +46,7 @@ const DEVICE: &str = concatcp!(
     " - 1,
              rate_at = greatest(d.rate_at, now()),
              metrics = CASE WHEN $8::text[] <@ d.metrics THEN d.metrics
-                            ELSE d.metrics || ARRAY(
-                                SELECT m FROM unnest($8::text[]) WITH ORDINALITY AS u(m, o)
-                                WHERE m <> ALL (d.metrics) ORDER BY o)
+                            ELSE d.metrics || metrics_new(d.metrics, $8)
                        END
          WHERE ",
     KEY_MATCHES,
@@ -57,9 +55,7 @@ const DEVICE: &str = concatcp!(
     TOKENS,
     " >= 1, true)
            AND ($8::text[] <@ d.metrics
-                OR cardinality(d.metrics)
-                   + (SELECT count(*) FROM unnest($8::text[]) m WHERE m <> ALL (d.metrics))
-                   <= $7::int4)
+                OR cardinality(d.metrics) + cardinality(metrics_new(d.metrics, $8)) <= $7::int4)
          RETURNING d.id
      )"
 );
