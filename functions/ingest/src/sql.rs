@@ -17,9 +17,24 @@ const INPUT: &str = "input AS (
               WITH ORDINALITY AS i(metric, value, recorded_at, ord)
      )";
 
-/// A valid key for the device: its current key `$1`, or the previous one until it expires.
-const KEY_MATCHES: &str = "(d.device_key_hash = $1
-            OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now()))";
+/// The device whose current key is `$1`, else the device whose previous key is `$1` and has not
+/// expired: two plain unique-index probes, the second only when the first finds nothing. (One
+/// `OR` of both conditions is planned as a bitmap scan, which, unlike a plain index scan, never
+/// marks the index entries of dead row versions as dead: the device row is rewritten by every
+/// ingest, so each request walked every version since the last vacuum.)
+const KEY_DEVICE: &str = "coalesce(
+             (SELECT k.id FROM devices k WHERE k.device_key_hash = $1),
+             (SELECT k.id FROM devices k
+              WHERE k.previous_key_hash = $1 AND k.previous_key_expires_at > now()))";
+
+/// That row, with the key re-checked on it (it may have been rotated meanwhile).
+const KEY_MATCHES: &str = concatcp!(
+    "d.id = ",
+    KEY_DEVICE,
+    "
+           AND (d.device_key_hash = $1
+                OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now()))"
+);
 
 /// Its rate-limit bucket refilled to now: `$5` tokens per second, at most `$6` (NULL when the
 /// rate is 0, i.e. off).
@@ -33,10 +48,11 @@ const TOKENS: &str = "CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
 /// (one is taken), and the batch's new metrics (`$8`, its distinct metrics in batch order,
 /// compared in memory with the `metrics` array on the row by `metrics_new`, migration V5: no
 /// other table, nothing history-sized) fit under the limit `$7` (they are appended; the array is
-/// not rewritten when the batch holds none). The device goes online and its `last_seen_at` never moves backwards.
-/// Ingests of one device take turns on its row, and each is judged on the row as the one before
-/// left it (the conditions are re-checked on the newest version). Nothing is written otherwise:
-/// `device` is then empty, and `known` says whether the key was valid (see [`why_refused`]).
+/// not rewritten when the batch holds none). The device goes online and its `last_seen_at` never
+/// moves backwards. Ingests of one device take turns on its row, and each is judged on the row as
+/// the one before left it (the conditions are re-checked on the newest version). Nothing is
+/// written otherwise: `device` is then empty, and `known` says whether the key was valid (see
+/// [`WHY_REFUSED`]).
 const DEVICE: &str = concatcp!(
     "device AS (
          UPDATE devices d
@@ -64,11 +80,9 @@ const DEVICE: &str = concatcp!(
 /// was, whether the key names a device at all (looked up only then).
 const ADMISSION_COLUMNS: &str = concatcp!(
     "(SELECT id FROM device) AS device_id,
-            CASE WHEN NOT EXISTS (SELECT 1 FROM device)
-                 THEN EXISTS (SELECT 1 FROM devices d WHERE ",
-    KEY_MATCHES,
-    ")
-            END AS known"
+            CASE WHEN NOT EXISTS (SELECT 1 FROM device) THEN ",
+    KEY_DEVICE,
+    " IS NOT NULL END AS known"
 );
 
 /// The common case, a batch whose readings all have different identities. Resolves the key,
@@ -85,8 +99,8 @@ const ADMISSION_COLUMNS: &str = concatcp!(
 ///   device): "unknown", which the caller looks up with [`stored_values`].
 ///
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
-/// limit, `$8` the batch's distinct metrics; not admitted → `device_id` NULL. Safe to repeat: a repeat finds its own readings stored
-/// and calls them duplicates.
+/// limit, `$8` the batch's distinct metrics; not admitted → `device_id` NULL. Safe to repeat: a
+/// repeat finds its own readings stored and calls them duplicates (and takes another token).
 pub const INGEST: Sql = Sql::idempotent(concatcp!(
     "WITH ",
     INPUT,
