@@ -50,7 +50,9 @@ pub struct Config {
     pub clerk_webhook_secret: Option<Secret>,
     pub offline_after: Duration,
     pub limits: Limits,
-    /// Running in AWS Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set): no development shortcuts.
+    /// Running in AWS Lambda itself: no development shortcuts. `AWS_LAMBDA_FUNCTION_NAME` and
+    /// `AWS_LAMBDA_LOG_GROUP_NAME` are both set (`cargo lambda watch`, the local emulator, sets
+    /// the first but not the second).
     pub in_lambda: bool,
 }
 
@@ -148,7 +150,8 @@ impl Config {
             clerk_webhook_secret: secret("CLERK_WEBHOOK_SECRET"),
             offline_after: Duration::from_secs(offline_after as u64),
             limits,
-            in_lambda: non_empty(vars, "AWS_LAMBDA_FUNCTION_NAME").is_some(),
+            in_lambda: non_empty(vars, "AWS_LAMBDA_FUNCTION_NAME").is_some()
+                && non_empty(vars, "AWS_LAMBDA_LOG_GROUP_NAME").is_some(),
         })
     }
 
