@@ -75,7 +75,7 @@ pub async fn create(ctx: Ctx<'_>) -> Result<Response, ApiError> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::rules::present")]
     grace_seconds: Option<serde_json::Value>,
 }
 
@@ -93,7 +93,8 @@ fn parse_grace(req: &lambda_http::Request) -> Result<i32, ApiError> {
         http::json_body(req, BODY_LIMIT)?
     };
     match body.grace_seconds {
-        None | Some(serde_json::Value::Null) => Ok(DEFAULT_GRACE_SECONDS),
+        // Absent takes the default; `null` is a bad value, as everywhere but clear_threshold.
+        None => Ok(DEFAULT_GRACE_SECONDS),
         Some(value) => value
             .as_i64()
             .filter(|s| (0..=i64::from(MAX_GRACE_SECONDS)).contains(s))

@@ -70,7 +70,9 @@ struct RuleBody {
 
 /// A field that is in the body, whatever its value (`Option`'s own deserializer maps `null` to
 /// `None`, as if the field were absent).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 

@@ -171,6 +171,7 @@ async fn bad_rotations_are_refused_and_change_nothing() {
         (rotate(r#"{"grace_seconds": 1.5}"#), Invalid("grace_seconds")),
         (rotate(r#"{"grace_seconds": "60"}"#), Invalid("grace_seconds")),
         (rotate(r#"{"grace_seconds": true}"#), Invalid("grace_seconds")),
+        (rotate(r#"{"grace_seconds": null}"#), Invalid("grace_seconds")),
         (rotate(r#"{"grace": 60}"#), Bad),
         (rotate("not json"), Bad),
         (rotate("[]"), Bad),
