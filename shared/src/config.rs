@@ -127,8 +127,8 @@ impl Config {
             devices_per_user: limit("LIMIT_DEVICES_PER_USER", default.devices_per_user)?,
             rules_per_device: limit("LIMIT_RULES_PER_DEVICE", default.rules_per_device)?,
             metrics_per_device: limit("LIMIT_METRICS_PER_DEVICE", default.metrics_per_device)?,
-            ingest_rate_per_device: whole(vars, "INGEST_RATE_PER_DEVICE", 0, 1_000_000)?
-                .map_or(default.ingest_rate_per_device, |n| n as f64),
+            ingest_rate_per_device: rate(vars, "INGEST_RATE_PER_DEVICE")?
+                .unwrap_or(default.ingest_rate_per_device),
             ingest_burst_per_device: whole(vars, "INGEST_BURST_PER_DEVICE", 1, 1_000_000)?
                 .map_or(default.ingest_burst_per_device, |n| n as f64),
         };
@@ -168,6 +168,21 @@ impl Config {
             .as_ref()
             .unwrap_or(&self.database_url)
     }
+}
+
+/// An optional rate per second: a decimal from 0 to 1,000,000 (`0.1` is one every 10 s).
+fn rate(vars: &HashMap<String, String>, name: &'static str) -> Result<Option<f64>, ConfigError> {
+    non_empty(vars, name)
+        .map(|text| {
+            text.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1_000_000.0).contains(r))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    reason: "expected a number of requests per second from 0 to 1000000".into(),
+                })
+        })
+        .transpose()
 }
 
 /// An optional whole number in `min..=max`; anything else stops the function naming `name`.
@@ -333,6 +348,8 @@ mod tests {
             ("LIMIT_METRICS_PER_DEVICE", "many"),
             ("INGEST_BURST_PER_DEVICE", "0"),
             ("INGEST_RATE_PER_DEVICE", "-1"),
+            ("INGEST_RATE_PER_DEVICE", "NaN"),
+            ("INGEST_RATE_PER_DEVICE", "fast"),
         ] {
             let err =
                 Config::from_vars(&vars(&[("DATABASE_URL", "postgres://h/db"), (name, value)]))
