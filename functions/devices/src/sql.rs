@@ -39,6 +39,17 @@ pub enum Bounded<T> {
     AtLimit,
 }
 
+impl<T> Bounded<T> {
+    /// From the row of a bounded create: its `room` column, and the created thing when there was.
+    fn from_row(row: &Row, created: fn(&Row) -> Result<T, DbError>) -> Result<Self, DbError> {
+        Ok(if row.try_get("room")? {
+            Self::Created(created(row)?)
+        } else {
+            Self::AtLimit
+        })
+    }
+}
+
 /// The owner's row, locked first (so that creates for one owner take turns and read the newest
 /// counter), whether it has room under the limit `$4`, and the counter taken only when it has:
 /// the limit is exact however many creates run at once. Then the device with its key; no row at
@@ -71,25 +82,18 @@ pub async fn create_device(
     key_hash: &[u8],
     limit: i32,
 ) -> Result<Option<Bounded<Device>>, DbError> {
-    let Some(row) = db
-        .query_typed_opt(
-            &CREATE_DEVICE,
-            &[
-                (&owner.as_str(), Type::TEXT),
-                (&name.as_str(), Type::TEXT),
-                (&key_hash, Type::BYTEA),
-                (&limit, Type::INT4),
-            ],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(if row.try_get("room")? {
-        Bounded::Created(device(&row)?)
-    } else {
-        Bounded::AtLimit
-    }))
+    db.query_typed_opt(
+        &CREATE_DEVICE,
+        &[
+            (&owner.as_str(), Type::TEXT),
+            (&name.as_str(), Type::TEXT),
+            (&key_hash, Type::BYTEA),
+            (&limit, Type::INT4),
+        ],
+    )
+    .await?
+    .map(|row| Bounded::from_row(&row, device))
+    .transpose()
 }
 
 /// Newest first, after the keyset cursor `($2, $3)`.
@@ -280,29 +284,22 @@ pub async fn create_rule(
     new: &NewRule,
     limit: i32,
 ) -> Result<Option<Bounded<Rule>>, DbError> {
-    let Some(row) = db
-        .query_typed_opt(
-            &CREATE_RULE,
-            &[
-                (&device, Type::UUID),
-                (&owner.as_str(), Type::TEXT),
-                (&new.metric.as_str(), Type::TEXT),
-                (&new.comparator.as_str(), Type::TEXT),
-                (&new.threshold, Type::NUMERIC),
-                (&new.for_seconds.get(), Type::INT4),
-                (&new.clear_threshold, Type::NUMERIC),
-                (&limit, Type::INT4),
-            ],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(if row.try_get("room")? {
-        Bounded::Created(rule(&row)?)
-    } else {
-        Bounded::AtLimit
-    }))
+    db.query_typed_opt(
+        &CREATE_RULE,
+        &[
+            (&device, Type::UUID),
+            (&owner.as_str(), Type::TEXT),
+            (&new.metric.as_str(), Type::TEXT),
+            (&new.comparator.as_str(), Type::TEXT),
+            (&new.threshold, Type::NUMERIC),
+            (&new.for_seconds.get(), Type::INT4),
+            (&new.clear_threshold, Type::NUMERIC),
+            (&limit, Type::INT4),
+        ],
+    )
+    .await?
+    .map(|row| Bounded::from_row(&row, rule))
+    .transpose()
 }
 
 /// Newest first after the keyset cursor `($3, $4)`: one row per rule, or a single row of NULLs

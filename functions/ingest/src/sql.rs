@@ -18,10 +18,9 @@ const INPUT: &str = "input AS (
      )";
 
 /// The device whose current key is `$1`, else the device whose previous key is `$1` and has not
-/// expired: two plain unique-index probes, the second only when the first finds nothing. (One
-/// `OR` of both conditions is planned as a bitmap scan, which, unlike a plain index scan, never
-/// marks the index entries of dead row versions as dead: the device row is rewritten by every
-/// ingest, so each request walked every version since the last vacuum.)
+/// expired: two plain unique-index probes, the second only when the first finds nothing. (An `OR`
+/// of both conditions is planned as a bitmap scan, which, unlike a plain index scan, never marks
+/// the index entries of dead row versions as dead, and every ingest rewrites the device row.)
 const KEY_DEVICE: &str = "coalesce(
              (SELECT k.id FROM devices k WHERE k.device_key_hash = $1),
              (SELECT k.id FROM devices k
@@ -229,7 +228,8 @@ pub struct Stored {
 }
 
 /// Why a valid key's request was not admitted, read only then (a refused request writes
-/// nothing): the bucket and the metrics as the row holds them now. Same parameters as [`INGEST`].
+/// nothing): the bucket and the metrics as the row holds them now. `$1`, `$5` and `$6` as in
+/// [`INGEST`]; `$2` to `$4` are declared but unused (the batch is not sent again).
 const WHY_REFUSED: Sql = Sql::idempotent(concatcp!(
     "SELECT ",
     TOKENS,
@@ -302,7 +302,20 @@ pub async fn ingest(
     if !row.try_get::<_, Option<bool>>("known")?.unwrap_or(false) {
         return Ok(None);
     }
-    let Some(why) = db.query_typed_opt(&WHY_REFUSED, params).await? else {
+    let (no_metrics, no_values, no_times) = (
+        None::<Vec<&str>>,
+        None::<Vec<Decimal>>,
+        None::<Vec<DateTime<Utc>>>,
+    );
+    let why_params: &[Param<'_>] = &[
+        (&key_hash, Type::BYTEA),
+        (&no_metrics, Type::TEXT_ARRAY),
+        (&no_values, Type::NUMERIC_ARRAY),
+        (&no_times, Type::TIMESTAMPTZ_ARRAY),
+        (&limits.ingest_rate_per_device, Type::FLOAT8),
+        (&limits.ingest_burst_per_device, Type::FLOAT8),
+    ];
+    let Some(why) = db.query_typed_opt(&WHY_REFUSED, why_params).await? else {
         return Ok(None);
     };
     let tokens: Option<f64> = why.try_get("tokens")?;
