@@ -50,6 +50,7 @@ pub struct Config {
     pub clerk_webhook_secret: Option<Secret>,
     pub offline_after: Duration,
     pub limits: Limits,
+    pub notify: Notify,
     /// Running in AWS Lambda itself: no development shortcuts. `AWS_LAMBDA_FUNCTION_NAME` and
     /// `AWS_LAMBDA_LOG_GROUP_NAME` are both set (`cargo lambda watch`, the local emulator, sets
     /// the first but not the second).
@@ -82,6 +83,55 @@ impl Default for Limits {
     }
 }
 
+/// How alerts reach people (`NOTIFY_*`).
+#[derive(Debug, Clone, Default)]
+pub struct Notify {
+    /// The sender of email notifications (an SES-verified identity); email channels are refused
+    /// (`422`) while it is unset.
+    pub email_from: Option<String>,
+    /// Local development and tests only: lets webhook and Slack targets be `http` and resolve to
+    /// loopback and private addresses.
+    pub allow_private_targets: bool,
+    /// The AWS access SES is called with (the variables Lambda sets), when they are set.
+    pub aws: Option<AwsAccess>,
+}
+
+/// Region, credentials and an optional endpoint for one AWS service, from the environment.
+#[derive(Debug, Clone)]
+pub struct AwsAccess {
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsAccess {
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`), the execution role's keys, and the endpoint in
+    /// `endpoint_var` or `AWS_ENDPOINT_URL` (a local stand-in such as moto).
+    pub fn from_vars(
+        vars: &HashMap<String, String>,
+        endpoint_var: &str,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            region: non_empty(vars, "AWS_REGION")
+                .or_else(|| non_empty(vars, "AWS_DEFAULT_REGION"))
+                .ok_or(ConfigError::Missing("AWS_REGION"))?
+                .to_owned(),
+            access_key_id: non_empty(vars, "AWS_ACCESS_KEY_ID")
+                .ok_or(ConfigError::Missing("AWS_ACCESS_KEY_ID"))?
+                .to_owned(),
+            secret_access_key: non_empty(vars, "AWS_SECRET_ACCESS_KEY")
+                .map(Secret::new)
+                .ok_or(ConfigError::Missing("AWS_SECRET_ACCESS_KEY"))?,
+            session_token: non_empty(vars, "AWS_SESSION_TOKEN").map(Secret::new),
+            endpoint_url: non_empty(vars, endpoint_var)
+                .or_else(|| non_empty(vars, "AWS_ENDPOINT_URL"))
+                .map(str::to_owned),
+        })
+    }
+}
+
 /// Keys a Secrets Manager secret may fill in; anything else in it is ignored.
 const KNOWN_KEYS: &[&str] = &[
     "DATABASE_URL",
@@ -97,6 +147,8 @@ const KNOWN_KEYS: &[&str] = &[
     "LIMIT_METRICS_PER_DEVICE",
     "INGEST_RATE_PER_DEVICE",
     "INGEST_BURST_PER_DEVICE",
+    "NOTIFY_EMAIL_FROM",
+    "NOTIFY_ALLOW_PRIVATE_TARGETS",
 ];
 
 impl Config {
@@ -132,6 +184,15 @@ impl Config {
             ingest_burst_per_device: whole(vars, "INGEST_BURST_PER_DEVICE", 1, 1_000_000)?
                 .map_or(default.ingest_burst_per_device, |n| n as f64),
         };
+        let in_lambda = non_empty(vars, "AWS_LAMBDA_FUNCTION_NAME").is_some()
+            && non_empty(vars, "AWS_LAMBDA_LOG_GROUP_NAME").is_some();
+        let allow_private_targets = flag(vars, "NOTIFY_ALLOW_PRIVATE_TARGETS")?;
+        if in_lambda && allow_private_targets {
+            return Err(ConfigError::Invalid {
+                name: "NOTIFY_ALLOW_PRIVATE_TARGETS",
+                reason: "is for local development and tests only, never in Lambda".into(),
+            });
+        }
         Ok(Self {
             database_url: secret("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
             database_url_direct: secret("DATABASE_URL_DIRECT"),
@@ -150,8 +211,12 @@ impl Config {
             clerk_webhook_secret: secret("CLERK_WEBHOOK_SECRET"),
             offline_after: Duration::from_secs(offline_after as u64),
             limits,
-            in_lambda: non_empty(vars, "AWS_LAMBDA_FUNCTION_NAME").is_some()
-                && non_empty(vars, "AWS_LAMBDA_LOG_GROUP_NAME").is_some(),
+            notify: Notify {
+                email_from: non_empty(vars, "NOTIFY_EMAIL_FROM").map(str::to_owned),
+                allow_private_targets,
+                aws: AwsAccess::from_vars(vars, "AWS_ENDPOINT_URL_SESV2").ok(),
+            },
+            in_lambda,
         })
     }
 
@@ -205,6 +270,18 @@ fn whole(
         .transpose()
 }
 
+/// An optional `true` or `false` (default `false`).
+fn flag(vars: &HashMap<String, String>, name: &'static str) -> Result<bool, ConfigError> {
+    match non_empty(vars, name) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid {
+            name,
+            reason: "expected true or false".into(),
+        }),
+    }
+}
+
 fn non_empty<'a>(vars: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
@@ -217,24 +294,19 @@ fn secrets_client(
     vars: &HashMap<String, String>,
 ) -> Result<aws_sdk_secretsmanager::Client, ConfigError> {
     use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-    let region = non_empty(vars, "AWS_REGION")
-        .or_else(|| non_empty(vars, "AWS_DEFAULT_REGION"))
-        .ok_or(ConfigError::Missing("AWS_REGION"))?;
+    let access = AwsAccess::from_vars(vars, "AWS_ENDPOINT_URL_SECRETS_MANAGER")?;
     let credentials = Credentials::new(
-        non_empty(vars, "AWS_ACCESS_KEY_ID").ok_or(ConfigError::Missing("AWS_ACCESS_KEY_ID"))?,
-        non_empty(vars, "AWS_SECRET_ACCESS_KEY")
-            .ok_or(ConfigError::Missing("AWS_SECRET_ACCESS_KEY"))?,
-        non_empty(vars, "AWS_SESSION_TOKEN").map(str::to_owned),
+        access.access_key_id,
+        access.secret_access_key.expose(),
+        access.session_token.map(|t| t.expose().to_owned()),
         None,
         "environment",
     );
     let mut config = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
+        .region(Region::new(access.region))
         .credentials_provider(credentials);
-    if let Some(url) = non_empty(vars, "AWS_ENDPOINT_URL_SECRETS_MANAGER")
-        .or_else(|| non_empty(vars, "AWS_ENDPOINT_URL"))
-    {
+    if let Some(url) = access.endpoint_url {
         config = config.endpoint_url(url);
     }
     Ok(aws_sdk_secretsmanager::Client::from_conf(config.build()))

@@ -6,6 +6,8 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod migrate;
+#[cfg(feature = "notify")]
+pub mod notify;
 pub mod paging;
 pub mod users;
 

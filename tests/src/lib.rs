@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub mod clerk;
+pub mod receiver;
 pub mod runtime_api;
 
 use lambda_http::Body;

@@ -15,14 +15,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use serde::Serialize;
 use shared::config::Config;
 use shared::db::{Db, DbError, Idempotence, Timeouts, Tx};
+use shared::notify::Notifier;
+use shared::notify::deliver::{self, Sent};
 use tokio_postgres::error::SqlState;
 
-/// Where "now" comes from: the system clock in Lambda, a chosen time in tests.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use shared::notify::Clock;
 
 /// How a pass spends its invocation (the function's timeout is 60 s).
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +43,10 @@ pub struct Budget {
     /// 12 s), so no reading becomes visible behind the progress mark. `absent` rules are judged as
     /// of then too.
     pub arrival_margin: Duration,
+    /// No notification attempt starts after this much of the invocation (an attempt that has
+    /// started ends within its 5 s timeout, well inside the function's 60 s).
+    pub deliver_until: Duration,
+    pub delivery: deliver::Plan,
 }
 
 impl Default for Budget {
@@ -52,6 +57,8 @@ impl Default for Budget {
             build_chunk: 2_000,
             arrival_chunk: 50_000,
             arrival_margin: Duration::from_secs(15),
+            deliver_until: Duration::from_secs(48),
+            delivery: deliver::Plan::default(),
         }
     }
 }
@@ -62,14 +69,21 @@ pub struct State {
     pub offline_after: Duration,
     pub budget: Budget,
     pub clock: Clock,
+    pub notifier: Notifier,
 }
 
 impl State {
-    pub fn new(config: &Config) -> Result<Self, DbError> {
-        Self::with(config, Budget::default(), Arc::new(Utc::now))
+    pub fn new(config: &Config) -> Result<Self, BoxError> {
+        let notifier = Notifier::new(&config.notify)?;
+        Self::with(config, Budget::default(), Arc::new(Utc::now), notifier)
     }
 
-    pub fn with(config: &Config, budget: Budget, clock: Clock) -> Result<Self, DbError> {
+    pub fn with(
+        config: &Config,
+        budget: Budget,
+        clock: Clock,
+        notifier: Notifier,
+    ) -> Result<Self, BoxError> {
         let timeouts = Timeouts {
             statement: budget.chunk_timeout + Duration::from_secs(2),
             ..Timeouts::default()
@@ -79,9 +93,12 @@ impl State {
             offline_after: config.offline_after,
             budget,
             clock,
+            notifier,
         })
     }
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What one pass did; returned to the caller and logged.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -93,6 +110,8 @@ pub struct Summary {
     pub devices_offline: i64,
     /// Rules left for the next pass (not built yet, or with readings not folded yet).
     pub rules_pending: i64,
+    /// Notifications sent after the evaluation (events of this pass and earlier ones due).
+    pub notifications: Sent,
     pub duration_ms: u64,
 }
 
@@ -194,6 +213,10 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         sql::forget_deleted(&tx).await
     })
     .await?;
+    chunked(state, "forget old events", |tx| async move {
+        sql::forget_old_events(&tx, now).await
+    })
+    .await?;
     if !complete {
         summary.rules_pending = chunked(state, "pending", |tx| async move {
             sql::pending(&tx, horizon).await
@@ -202,6 +225,17 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         .unwrap_or_default();
     }
 
+    // Then what is due to be sent, this pass's events and any earlier ones (including those of
+    // a pass that ended before it could send them).
+    summary.notifications = deliver::deliver_due(
+        &state.db,
+        &state.notifier,
+        &state.clock,
+        budget.delivery,
+        started + budget.deliver_until,
+    )
+    .await?;
+
     summary.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         rules_evaluated = summary.rules_evaluated,
@@ -209,6 +243,8 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         resolved = summary.resolved,
         devices_offline = summary.devices_offline,
         rules_pending = summary.rules_pending,
+        notifications_attempted = summary.notifications.attempted,
+        notifications_delivered = summary.notifications.delivered,
         duration_ms = summary.duration_ms,
         "alert evaluation"
     );

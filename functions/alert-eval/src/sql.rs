@@ -475,10 +475,11 @@ pub async fn absent(tx: &Tx, now: DateTime<Utc>, judged_at: DateTime<Utc>) -> Re
     Ok(row.try_get("fired")?)
 }
 
-/// Online devices not heard from for `$2` seconds before `$1` go offline.
+/// Online devices not heard from for `$2` seconds before `$1` go offline (at `$1`, the time of
+/// their `device.offline` event).
 const OFFLINE: Sql = Sql::idempotent(
     "WITH offline AS (
-         UPDATE devices SET status = 'offline'
+         UPDATE devices SET status = 'offline', offline_since = $1
          WHERE status = 'online' AND last_seen_at < $1 - make_interval(secs => $2)
          RETURNING id
      )
@@ -509,6 +510,20 @@ const FORGET_DELETED: Sql = Sql::idempotent(
 
 pub async fn forget_deleted(tx: &Tx) -> Result<u64, DbError> {
     tx.execute_typed(&FORGET_DELETED, &[]).await
+}
+
+/// Notification events (and their deliveries) are kept 30 days for the delivery log; older ones
+/// go, a bounded number per pass.
+const FORGET_OLD_EVENTS: Sql = Sql::idempotent(
+    "DELETE FROM notification_events
+     WHERE id IN (SELECT id FROM notification_events
+                  WHERE occurred_at < $1 - interval '30 days'
+                  ORDER BY occurred_at LIMIT 5000)",
+);
+
+pub async fn forget_old_events(tx: &Tx, now: DateTime<Utc>) -> Result<u64, DbError> {
+    tx.execute_typed(&FORGET_OLD_EVENTS, &[(&now, Type::TIMESTAMPTZ)])
+        .await
 }
 
 /// What is left for the next pass: rules without a current state, and rules whose series have

@@ -1,4 +1,4 @@
-//! `GET /v1/alerts`.
+//! `GET /v1/alerts` and `POST /v1/alerts/{id}/ack`.
 
 use chrono::{DateTime, Utc};
 use lambda_http::http::StatusCode;
@@ -7,7 +7,8 @@ use shared::http::{self, ApiError, Response};
 use shared::paging::{Page, PageRequest, TimeId};
 use uuid::Uuid;
 
-use crate::{Ctx, sql};
+use crate::rules::present;
+use crate::{BODY_LIMIT, Ctx, sql};
 
 #[derive(Serialize)]
 pub struct Alert {
@@ -25,6 +26,10 @@ pub struct Alert {
     /// readings give the same alerts whenever they arrive. `None` for an `absent` rule's firing.
     pub fired_reading_at: Option<DateTime<Utc>>,
     pub resolved_reading_at: Option<DateTime<Utc>>,
+    /// The first acknowledgement: when, by whom (the user id) and their comment.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +51,7 @@ impl AlertStatus {
 pub struct AlertFilter {
     pub status: Option<AlertStatus>,
     pub device_id: Option<Uuid>,
+    pub acknowledged: Option<bool>,
 }
 
 impl AlertFilter {
@@ -67,7 +73,22 @@ impl AlertFilter {
                     .map_err(|_| ApiError::bad_query("device_id", "device_id must be a UUID"))
             })
             .transpose()?;
-        Ok(Self { status, device_id })
+        let acknowledged = match http::query_param(req, "acknowledged").as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "acknowledged",
+                    "acknowledged is true or false",
+                ));
+            }
+        };
+        Ok(Self {
+            status,
+            device_id,
+            acknowledged,
+        })
     }
 }
 
@@ -82,4 +103,43 @@ pub async fn list(ctx: Ctx<'_>) -> Result<Response, ApiError> {
         id: a.id,
     });
     Ok(http::json(StatusCode::OK, &page))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    #[serde(default, deserialize_with = "present")]
+    comment: Option<serde_json::Value>,
+}
+
+const MAX_COMMENT_CHARS: usize = 500;
+
+/// `200` with the alert as acknowledged. The first acknowledgement is kept (a second one answers
+/// with it and emits no second `alert.acknowledged`). The body is optional.
+pub async fn acknowledge(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
+    let body: AckBody = if http::body_bytes(ctx.req)
+        .iter()
+        .all(u8::is_ascii_whitespace)
+    {
+        http::require_json(ctx.req)?;
+        AckBody { comment: None }
+    } else {
+        http::json_body(ctx.req, BODY_LIMIT)?
+    };
+    let comment = match body.comment {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) if text.chars().count() <= MAX_COMMENT_CHARS => {
+            Some(text)
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                "comment",
+                "comment is a string of at most 500 characters",
+            ));
+        }
+    };
+    let alert = sql::acknowledge(ctx.db, ctx.caller, id, comment.as_deref())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(http::json(StatusCode::OK, &alert))
 }

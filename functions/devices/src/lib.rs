@@ -1,18 +1,22 @@
-//! Devices, their alert rules, and alerts: `/v1/devices…`, `/v1/alerts` (function `devices`).
+//! Devices, their alert rules, alerts, notification channels and silences: `/v1/devices…`,
+//! `/v1/alerts…`, `/v1/channels…`, `/v1/silences…` (function `devices`).
 //!
 //! Every route authenticates the caller with a Clerk session token and every statement is scoped
 //! to them: another user's device, rule or alert answers `404`, exactly like a missing one.
 
 mod alerts;
+mod channels;
 mod devices;
 mod rules;
+mod silences;
 mod sql;
 
 use lambda_http::Request;
 use shared::auth::{Authenticator, UserId};
-use shared::config::{Config, Limits};
+use shared::config::{Config, Limits, Notify};
 use shared::db::Db;
 use shared::http::{self, ApiError, Response};
+use shared::notify::Notifier;
 use uuid::Uuid;
 
 /// Bodies here are a name or a rule: a few hundred bytes.
@@ -23,6 +27,9 @@ pub struct State {
     pub db: Db,
     pub auth: Authenticator,
     pub limits: Limits,
+    pub notify: Notify,
+    /// Sends a channel's `test`.
+    pub notifier: Notifier,
 }
 
 impl State {
@@ -31,6 +38,8 @@ impl State {
             db: Db::new(&config.database_url)?,
             auth: Authenticator::from_config(config)?,
             limits: config.limits,
+            notify: config.notify.clone(),
+            notifier: Notifier::new(&config.notify)?,
         })
     }
 }
@@ -48,6 +57,13 @@ pub const ROUTES: &http::Routes = &[
     ("/v1/devices/{id}/rules", "GET, POST"),
     ("/v1/devices/{id}/rules/{rule_id}", "GET, PATCH, DELETE"),
     ("/v1/alerts", "GET"),
+    ("/v1/alerts/{id}/ack", "POST"),
+    ("/v1/channels", "GET, POST"),
+    ("/v1/channels/{id}", "GET, PATCH, DELETE"),
+    ("/v1/channels/{id}/test", "POST"),
+    ("/v1/channels/{id}/deliveries", "GET"),
+    ("/v1/silences", "GET, POST"),
+    ("/v1/silences/{id}", "GET, PATCH, DELETE"),
 ];
 
 async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
@@ -57,6 +73,8 @@ async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
     let ctx = Ctx {
         db: &state.db,
         limits: &state.limits,
+        notify: &state.notify,
+        notifier: &state.notifier,
         caller: &caller,
         req,
     };
@@ -83,6 +101,19 @@ async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
             rules::delete(ctx, *id, *rule).await
         }
         ("GET", "/v1/alerts", []) => alerts::list(ctx).await,
+        ("POST", "/v1/alerts/{id}/ack", [id]) => alerts::acknowledge(ctx, *id).await,
+        ("POST", "/v1/channels", []) => channels::create(ctx).await,
+        ("GET", "/v1/channels", []) => channels::list(ctx).await,
+        ("GET", "/v1/channels/{id}", [id]) => channels::get(ctx, *id).await,
+        ("PATCH", "/v1/channels/{id}", [id]) => channels::update(ctx, *id).await,
+        ("DELETE", "/v1/channels/{id}", [id]) => channels::delete(ctx, *id).await,
+        ("POST", "/v1/channels/{id}/test", [id]) => channels::test(ctx, *id).await,
+        ("GET", "/v1/channels/{id}/deliveries", [id]) => channels::deliveries(ctx, *id).await,
+        ("POST", "/v1/silences", []) => silences::create(ctx).await,
+        ("GET", "/v1/silences", []) => silences::list(ctx).await,
+        ("GET", "/v1/silences/{id}", [id]) => silences::get(ctx, *id).await,
+        ("PATCH", "/v1/silences/{id}", [id]) => silences::update(ctx, *id).await,
+        ("DELETE", "/v1/silences/{id}", [id]) => silences::delete(ctx, *id).await,
         _ => Err(ApiError::internal()),
     }
 }
@@ -92,6 +123,8 @@ async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
 struct Ctx<'a> {
     db: &'a Db,
     limits: &'a Limits,
+    notify: &'a Notify,
+    notifier: &'a Notifier,
     caller: &'a UserId,
     req: &'a Request,
 }

@@ -30,7 +30,9 @@ fn state_at(test: &TestDb, now: Option<DateTime<Utc>>, budget: Budget) -> alert_
         Some(now) => Arc::new(move || now),
         None => Arc::new(Utc::now),
     };
-    alert_eval::State::with(&test.config(&[]), budget, clock).unwrap()
+    let config = test.config(&[]);
+    let notifier = shared::notify::Notifier::new(&config.notify).unwrap();
+    alert_eval::State::with(&config, budget, clock, notifier).unwrap()
 }
 
 async fn evaluate(test: &TestDb) -> Summary {

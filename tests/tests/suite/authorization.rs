@@ -58,6 +58,24 @@ const MATRIX: &[(&str, &str, [u16; 5])] = &[
     // A user's session token is no device key, and a device key is no session token.
     ("POST", "/v1/ingest", [401, 401, 401, 200, 401]),
     ("POST", "/v1/devices/{id}/keys", [401, 401, 404, 401, 201]),
+    // Notifications: another user's channel, log, silence or alert is not found.
+    ("POST", "/v1/alerts/{id}/ack", [401, 401, 404, 401, 200]),
+    ("POST", "/v1/channels", [401, 401, 201, 401, 201]),
+    ("GET", "/v1/channels", [401, 401, 200, 401, 200]),
+    ("GET", "/v1/channels/{id}", [401, 401, 404, 401, 200]),
+    ("PATCH", "/v1/channels/{id}", [401, 401, 404, 401, 200]),
+    ("POST", "/v1/channels/{id}/test", [401, 401, 404, 401, 200]),
+    (
+        "GET",
+        "/v1/channels/{id}/deliveries",
+        [401, 401, 404, 401, 200],
+    ),
+    ("POST", "/v1/silences", [401, 401, 201, 401, 201]),
+    ("GET", "/v1/silences", [401, 401, 200, 401, 200]),
+    ("GET", "/v1/silences/{id}", [401, 401, 404, 401, 200]),
+    ("PATCH", "/v1/silences/{id}", [401, 401, 404, 401, 200]),
+    ("DELETE", "/v1/silences/{id}", [401, 401, 404, 401, 204]),
+    ("DELETE", "/v1/channels/{id}", [401, 401, 404, 401, 204]),
     // The webhook's only credential is the Svix signature; none of these carries one.
     ("POST", "/webhooks/clerk", [400, 400, 400, 400, 400]),
     (
@@ -78,6 +96,12 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/ingest") => Some(json!({"readings": [{"metric": "t", "value": 1}]})),
         ("POST", "/v1/devices/{id}/keys") => Some(json!({"grace_seconds": 60})),
         ("POST", "/webhooks/clerk") => Some(clerk::payload("clerk-webhook-user-created")),
+        ("POST", "/v1/alerts/{id}/ack") => Some(json!({"comment": "mine"})),
+        ("POST", "/v1/channels") => Some(json!({"name": "hook", "type": "webhook",
+            "target": {"url": "http://127.0.0.1:9/hook"}})),
+        ("PATCH", "/v1/channels/{id}") => Some(json!({"name": "renamed"})),
+        ("POST", "/v1/silences") => Some(json!({"ends_at": "2099-01-01T00:00:00Z"})),
+        ("PATCH", "/v1/silences/{id}") => Some(json!({"comment": "mine"})),
         _ => None,
     }
 }
@@ -109,7 +133,8 @@ fn the_matrix_names_every_route_and_only_those() {
 #[tokio::test]
 async fn every_route_answers_every_caller_as_the_matrix_says() {
     let test = TestDb::new().await;
-    let config = test.config(&[]);
+    // A channel to a local port: allowed here, as in local development.
+    let config = test.config(&[("NOTIFY_ALLOW_PRIVATE_TARGETS", "true")]);
     let functions = Functions::new(&config);
     let owner_token = clerk::token(OWNER);
     let other_token = clerk::token(OTHER);
@@ -137,12 +162,42 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
     )
     .await;
     let rule_id = body_json(&rule)["id"].as_str().unwrap().to_owned();
+    // The owner's alert, channel and silence.
+    let alert_id: uuid::Uuid = test
+        .direct
+        .query_one(
+            "INSERT INTO alerts (rule_id, device_id, owner_id, metric, status, value, triggered_at)
+             VALUES ($1::text::uuid, $2::text::uuid, $3, 't', 'firing', 2, now()) RETURNING id",
+            &[&rule_id, &device_id, &OWNER],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let owned = |event: &str, method: &str, path: &str| {
+        let body = body_for(method, path).unwrap();
+        Event::load(event).as_user(OWNER).json_body(&body).request()
+    };
+    let channel = functions
+        .handle(owned("channels-create", "POST", "/v1/channels"))
+        .await;
+    let channel_id = body_json(&channel)["id"].as_str().unwrap().to_owned();
+    let silence = functions
+        .handle(owned("silences-create", "POST", "/v1/silences"))
+        .await;
+    let silence_id = body_json(&silence)["id"].as_str().unwrap().to_owned();
 
     for (method, path, expected) in MATRIX {
         for (caller, status) in CALLERS.into_iter().zip(expected) {
-            let concrete = path
-                .replace("{id}", &device_id)
-                .replace("{rule_id}", &rule_id);
+            let id = if path.starts_with("/v1/channels/") {
+                channel_id.clone()
+            } else if path.starts_with("/v1/silences/") {
+                silence_id.clone()
+            } else if path.starts_with("/v1/alerts/") {
+                alert_id.to_string()
+            } else {
+                device_id.clone()
+            };
+            let concrete = path.replace("{id}", &id).replace("{rule_id}", &rule_id);
             let mut event = Event::load("devices-list")
                 .at(method, &concrete)
                 .without_header("authorization");

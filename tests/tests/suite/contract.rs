@@ -179,7 +179,8 @@ async fn every_route_is_known_to_its_handler() {
 #[tokio::test]
 async fn the_openapi_examples_are_answered_as_documented() {
     let test = TestDb::new().await;
-    let config = test.config(&[]);
+    // The channel example sends to a local port.
+    let config = test.config(&[("NOTIFY_ALLOW_PRIVATE_TARGETS", "true")]);
     let functions = Functions::new(&config);
     let openapi = yaml("openapi.yaml");
     let user = "user_openapi";
@@ -198,6 +199,19 @@ async fn the_openapi_examples_are_answered_as_documented() {
         ("/v1/devices/{id}/readings", "get"),
         ("/v1/devices/{id}/latest", "get"),
         ("/v1/alerts", "get"),
+        ("/v1/alerts/{id}/ack", "post"),
+        ("/v1/channels", "post"),
+        ("/v1/channels", "get"),
+        ("/v1/channels/{id}", "get"),
+        ("/v1/channels/{id}", "patch"),
+        ("/v1/channels/{id}/test", "post"),
+        ("/v1/channels/{id}/deliveries", "get"),
+        ("/v1/silences", "post"),
+        ("/v1/silences", "get"),
+        ("/v1/silences/{id}", "get"),
+        ("/v1/silences/{id}", "patch"),
+        ("/v1/silences/{id}", "delete"),
+        ("/v1/channels/{id}", "delete"),
         ("/webhooks/clerk", "post"),
         ("/v1/devices/{id}/keys", "post"),
         ("/v1/devices/{id}/rules/{rule_id}", "delete"),
@@ -218,6 +232,8 @@ async fn the_openapi_examples_are_answered_as_documented() {
     assert_eq!(order.len(), documented, "every operation is exercised");
 
     let (mut device_id, mut device_key, mut rule_id) =
+        (String::new(), String::new(), String::new());
+    let (mut alert_id, mut channel_id, mut silence_id) =
         (String::new(), String::new(), String::new());
     for (path, method) in order {
         let operation = &openapi["paths"][path][method];
@@ -251,9 +267,16 @@ async fn the_openapi_examples_are_answered_as_documented() {
             .filter_map(|k| k.as_str()?.parse().ok())
             .find(|s: &u16| (200..300).contains(s))
             .unwrap();
-        let concrete = path
-            .replace("{id}", &device_id)
-            .replace("{rule_id}", &rule_id);
+        let id = if path.starts_with("/v1/alerts/") {
+            &alert_id
+        } else if path.starts_with("/v1/channels/") {
+            &channel_id
+        } else if path.starts_with("/v1/silences/") {
+            &silence_id
+        } else {
+            &device_id
+        };
+        let concrete = path.replace("{id}", id).replace("{rule_id}", &rule_id);
         let mut event = Event::load("devices-list")
             .at(&method.to_uppercase(), &concrete)
             .query(&query.join("&"))
@@ -288,6 +311,25 @@ async fn the_openapi_examples_are_answered_as_documented() {
         }
         if (path, method) == ("/v1/devices/{id}/rules", "post") {
             rule_id = answer["id"].as_str().unwrap().to_owned();
+            // An alert of that rule, as a pass would raise it, for the acknowledgement.
+            let row = test
+                .direct
+                .query_one(
+                    "INSERT INTO alerts (rule_id, device_id, owner_id, metric, status, value,
+                                         triggered_at)
+                     SELECT r.id, r.device_id, $2, r.metric, 'firing', 1, now()
+                     FROM alert_rules r WHERE r.id = $1::text::uuid RETURNING id::text",
+                    &[&rule_id, &user],
+                )
+                .await
+                .unwrap();
+            alert_id = row.get(0);
+        }
+        if (path, method) == ("/v1/channels", "post") {
+            channel_id = answer["id"].as_str().unwrap().to_owned();
+        }
+        if (path, method) == ("/v1/silences", "post") {
+            silence_id = answer["id"].as_str().unwrap().to_owned();
         }
         if (path, method) == ("/v1/ingest", "post") {
             let example =

@@ -18,5 +18,6 @@ mod ingest;
 mod limits;
 mod logs;
 mod migrations;
+mod notifications;
 mod rollups;
 mod routes;

@@ -119,7 +119,9 @@ fn state(test: &TestDb) -> State {
         arrival_margin: Duration::ZERO,
         ..Budget::default()
     };
-    State::with(&test.config(&[]), budget, Arc::new(chrono::Utc::now)).expect("alert-eval state")
+    let config = test.config(&[]);
+    let notifier = shared::notify::Notifier::new(&config.notify).expect("notifier");
+    State::with(&config, budget, Arc::new(chrono::Utc::now), notifier).expect("alert-eval state")
 }
 
 struct Passes {

@@ -8,6 +8,7 @@
 
 mod alerts;
 mod ingest;
+mod notify;
 mod process;
 mod series;
 
@@ -225,7 +226,7 @@ async fn main() {
         sizes.repetitions
     );
 
-    // `--only ingest|series|alerts|process`: one area (a quicker look at what one change did).
+    // `--only ingest|series|alerts|notify|process`: one area (a quicker look at what one change did).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -240,6 +241,9 @@ async fn main() {
     }
     if runs("alerts") {
         alerts::figures(&sizes, &mut report).await;
+    }
+    if runs("notify") {
+        notify::figures(&sizes, &mut report).await;
     }
     if runs("process") {
         process::figures(&sizes, &mut report).await;
