@@ -128,7 +128,9 @@ pub async fn acknowledge(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
     };
     let comment = match body.comment {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(text)) if text.chars().count() <= MAX_COMMENT_CHARS => {
+        Some(serde_json::Value::String(text))
+            if text.chars().count() <= MAX_COMMENT_CHARS && !text.contains('\0') =>
+        {
             Some(text)
         }
         Some(_) => {

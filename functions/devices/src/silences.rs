@@ -99,7 +99,11 @@ impl SilenceSpec {
         if let Some(v) = body.comment {
             self.comment = match v {
                 Value::Null => None,
-                Value::String(text) if text.chars().count() <= MAX_COMMENT_CHARS => Some(text),
+                Value::String(text)
+                    if text.chars().count() <= MAX_COMMENT_CHARS && !text.contains('\0') =>
+                {
+                    Some(text)
+                }
                 _ => {
                     return Err(ApiError::validation(
                         "comment",
@@ -239,7 +243,7 @@ fn parse_recurrence(value: &Value) -> Result<Recurrence, ApiError> {
     let timezone = object
         .get("timezone")
         .and_then(Value::as_str)
-        .filter(|z| !z.is_empty() && z.len() <= 64)
+        .filter(|z| !z.is_empty() && z.len() <= 64 && z.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::validation(
                 "recurrence.timezone",

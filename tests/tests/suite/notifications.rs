@@ -670,7 +670,10 @@ async fn silences_mute_deliveries_never_alerts_and_windows_follow_the_wall_clock
         (Event::load("silences-create").as_user(OWNER).json_body(&json!({"device_id": Uuid::new_v4(), "ends_at": "2026-12-01T11:00:00Z"})), Expect::Invalid("device_id")),
         (Event::load("silences-create").as_user(OWNER).json_body(&json!({"rule_id": Uuid::new_v4(), "ends_at": "2026-12-01T11:00:00Z"})), Expect::Invalid("rule_id")),
         (Event::load("silences-create").as_user(OWNER).json_body(&json!({"ends_at": "tomorrow"})), Expect::Invalid("ends_at")),
+        (Event::load("silences-create").as_user(OWNER).json_body(&json!({"ends_at": "2026-12-01T11:00:00Z", "comment": "a\u{0}b"})), Expect::Invalid("comment")),
+        (Event::load("silences-create").as_user(OWNER).json_body(&json!({"recurrence": {"weekdays": ["mon"], "start": "02:00", "end": "03:00", "timezone": "Europe/\u{0}"}})), Expect::Invalid("recurrence.timezone")),
         (ack().json_body(&json!({"comment": 5})), Expect::Invalid("comment")),
+        (ack().json_body(&json!({"comment": "\u{0}"})), Expect::Invalid("comment")),
     ]).await;
     assert_eq!(test.count("silences").await, 2);
     let _ = silence;
