@@ -14,7 +14,8 @@ async fn applying_twice_is_a_no_op() {
             "V2__alert_evaluation",
             "V3__no_jit",
             "V4__incremental_evaluation",
-            "V5__device_keys_and_limits"
+            "V5__device_keys_and_limits",
+            "V6__notifications",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -71,7 +72,7 @@ async fn limit_counters_are_carried_over_from_existing_data() {
         .await
         .unwrap();
     let applied = shared::migrate::run(&test.direct_url()).await.unwrap();
-    assert_eq!(applied, ["V5__device_keys_and_limits"]);
+    assert_eq!(applied, ["V5__device_keys_and_limits", "V6__notifications"]);
     let row = test
         .direct
         .query_one(
