@@ -235,8 +235,8 @@ BEGIN
 END
 $$;
 
--- Ingest sets `status` on every request: the WHEN clause (evaluated without calling the
--- function) keeps that free unless the status really changes.
+-- Ingest sets `status` on every request: the WHEN clause is checked without calling the
+-- function, which runs only when the status really changes.
 CREATE TRIGGER devices_notify AFTER UPDATE OF status ON devices
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION devices_notify();

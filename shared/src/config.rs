@@ -431,6 +431,37 @@ mod tests {
     }
 
     #[test]
+    fn private_targets_are_off_by_default_and_refused_in_lambda() {
+        let base = [("DATABASE_URL", "postgres://h/db")];
+        let config = Config::from_vars(&vars(&base)).unwrap();
+        assert!(!config.notify.allow_private_targets);
+        let allowed = [base[0], ("NOTIFY_ALLOW_PRIVATE_TARGETS", "true")];
+        assert!(
+            Config::from_vars(&vars(&allowed))
+                .unwrap()
+                .notify
+                .allow_private_targets
+        );
+        let vague = [base[0], ("NOTIFY_ALLOW_PRIVATE_TARGETS", "yes")];
+        let err = Config::from_vars(&vars(&vague)).unwrap_err();
+        assert!(
+            err.to_string().contains("NOTIFY_ALLOW_PRIVATE_TARGETS"),
+            "{err}"
+        );
+        let in_lambda = [
+            allowed[0],
+            allowed[1],
+            ("AWS_LAMBDA_FUNCTION_NAME", "devices"),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/devices"),
+        ];
+        let err = Config::from_vars(&vars(&in_lambda)).unwrap_err();
+        assert!(
+            err.to_string().contains("NOTIFY_ALLOW_PRIVATE_TARGETS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let config = Config::from_vars(&vars(&[
             ("DATABASE_URL", "postgres://user:hunter2@host/db"),

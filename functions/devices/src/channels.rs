@@ -336,14 +336,7 @@ pub async fn test(ctx: Ctx<'_>, id: Uuid) -> Result<Response, ApiError> {
     let delivery = sql::create_test_delivery(ctx.db, ctx.caller, id, Uuid::new_v4())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    shared::notify::deliver::deliver_one(
-        ctx.db,
-        ctx.notifier,
-        now,
-        delivery,
-        shared::notify::deliver::Plan::default().lease,
-    )
-    .await?;
+    shared::notify::deliver::deliver_one(ctx.db, ctx.notifier, now, delivery).await?;
     let delivery = sql::get_delivery(ctx.db, ctx.caller, delivery)
         .await?
         .ok_or_else(ApiError::not_found)?;

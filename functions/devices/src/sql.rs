@@ -341,16 +341,26 @@ pub async fn list_rules(
             ],
         )
         .await?;
+    children(&rows, rule)
+}
+
+/// The rows of a list under a parent (`parent LEFT JOIN LATERAL (children)`): `None` when there
+/// is no row (the parent is not the caller's), else the children, the single row of NULLs of a
+/// parent without any decoding to none.
+fn children<T>(
+    rows: &[Row],
+    decode: fn(&Row) -> Result<T, DbError>,
+) -> Result<Option<Vec<T>>, DbError> {
     if rows.is_empty() {
         return Ok(None);
     }
-    let mut rules = Vec::with_capacity(rows.len());
-    for row in &rows {
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
         if row.try_get::<_, Option<Uuid>>("id")?.is_some() {
-            rules.push(rule(row)?);
+            items.push(decode(row)?);
         }
     }
-    Ok(Some(rules))
+    Ok(Some(items))
 }
 
 const GET_RULE: Sql = Sql::idempotent(concatcp!(
@@ -890,14 +900,7 @@ pub async fn list_deliveries(
             ],
         )
         .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    rows.iter()
-        .filter(|row| matches!(row.try_get::<_, Option<Uuid>>("id"), Ok(Some(_))))
-        .map(delivery)
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    children(&rows, delivery)
 }
 
 /// A silence as every statement returns it (`s` is the `silences` row).

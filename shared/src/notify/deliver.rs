@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use serde::Serialize;
-use tokio_postgres::Row;
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::{Attempt, Clock, Notifier, Outbound, Outcome, Target};
-use crate::db::{Db, DbError, Sql};
+use super::sql::{self, Record};
+use super::{Attempt, Clock, Notifier, Outbound, Outcome};
+use crate::db::{Db, DbError};
 
 /// How a delivery run spends its time.
 #[derive(Debug, Clone, Copy)]
@@ -87,125 +86,6 @@ pub fn next_attempt(
     (next <= created_at + GIVE_UP_AFTER).then_some(next)
 }
 
-/// Walks the channels with due deliveries (`$1`, the clock) — an index probe per channel, at most
-/// `$4` of them — and takes up to `$3` of each enabled channel's, leasing them until `$2`.
-/// Pending deliveries of a channel that is gone or disabled are failed on the way.
-const CLAIM: Sql = Sql::idempotent(
-    "WITH RECURSIVE walk AS (
-         (SELECT d.channel_id FROM deliveries d
-          WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-          ORDER BY d.channel_id LIMIT 1)
-         UNION ALL
-         SELECT (SELECT d.channel_id FROM deliveries d
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-                   AND d.channel_id > w.channel_id
-                 ORDER BY d.channel_id LIMIT 1)
-         FROM walk w WHERE w.channel_id IS NOT NULL
-     ),
-     walked AS (
-         SELECT w.channel_id, c.id IS NOT NULL AS open
-         FROM (SELECT channel_id FROM walk WHERE channel_id IS NOT NULL LIMIT $4) w
-         LEFT JOIN channels c ON c.id = w.channel_id AND c.enabled
-     ),
-     closed AS (
-         UPDATE deliveries d
-         SET status = 'failed', next_attempt_at = NULL, last_error = 'channel deleted or disabled'
-         WHERE d.status = 'pending'
-           AND d.channel_id IN (SELECT channel_id FROM walked WHERE NOT open)
-     ),
-     claimed AS (
-         SELECT x.id
-         FROM walked w
-         CROSS JOIN LATERAL (
-             SELECT d.id FROM deliveries d
-             WHERE d.channel_id = w.channel_id AND d.status = 'pending'
-               AND d.next_attempt_at <= $1
-             ORDER BY d.next_attempt_at, d.event_seq
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED
-         ) x
-         WHERE w.open
-     ),
-     taken AS (
-         UPDATE deliveries d SET next_attempt_at = $2
-         FROM claimed WHERE d.id = claimed.id
-         RETURNING d.id, d.channel_id, d.event_id, d.event_seq, d.attempts, d.created_at
-     )
-     SELECT t.id, t.channel_id, t.event_id, t.attempts, t.created_at,
-            c.type, c.target, c.signing_secret, e.payload
-     FROM taken t
-     JOIN channels c ON c.id = t.channel_id
-     JOIN notification_events e ON e.id = t.event_id
-     ORDER BY t.channel_id, t.event_seq",
-);
-
-/// One delivery, taken the same way as [`CLAIM`] (a channel's `test`): `$1` the delivery.
-const CLAIM_ONE: Sql = Sql::idempotent(
-    "WITH taken AS (
-         UPDATE deliveries d SET next_attempt_at = $2
-         WHERE d.id = (SELECT id FROM deliveries WHERE id = $1 AND status = 'pending'
-                       FOR UPDATE SKIP LOCKED)
-         RETURNING d.id, d.channel_id, d.event_id, d.attempts, d.created_at
-     )
-     SELECT t.id, t.channel_id, t.event_id, t.attempts, t.created_at,
-            c.type, c.target, c.signing_secret, e.payload
-     FROM taken t
-     JOIN channels c ON c.id = t.channel_id
-     JOIN notification_events e ON e.id = t.event_id",
-);
-
-fn outbound(row: &Row) -> Result<Option<Outbound>, DbError> {
-    let kind: String = row.try_get("type")?;
-    let target: serde_json::Value = row.try_get("target")?;
-    let Some(target) = Target::from_columns(&kind, &target, row.try_get("signing_secret")?) else {
-        return Ok(None);
-    };
-    Ok(Some(Outbound {
-        delivery_id: row.try_get("id")?,
-        channel_id: row.try_get("channel_id")?,
-        event_id: row.try_get("event_id")?,
-        payload: row.try_get("payload")?,
-        attempts: row.try_get("attempts")?,
-        created_at: row.try_get("created_at")?,
-        target,
-    }))
-}
-
-/// The outcome of each delivery a channel took: attempted ones count an attempt; the others
-/// (`attempted` false) go back to pending at `next_at`.
-const RECORD: Sql = Sql::idempotent(
-    "UPDATE deliveries d
-     SET attempts = d.attempts + CASE WHEN o.attempted THEN 1 ELSE 0 END,
-         status = o.status,
-         last_status_code = CASE WHEN o.attempted THEN o.code ELSE d.last_status_code END,
-         last_error = CASE WHEN o.attempted THEN o.error ELSE d.last_error END,
-         next_attempt_at = o.next_at,
-         delivered_at = o.delivered_at
-     FROM unnest($1::uuid[], $2::bool[], $3::text[], $4::int4[], $5::text[], $6::timestamptz[],
-                 $7::timestamptz[]) AS o(id, attempted, status, code, error, next_at, delivered_at)
-     WHERE d.id = o.id AND d.status = 'pending'",
-);
-
-/// `410 Gone`: the channel is disabled and its other pending deliveries fail.
-const DISABLE: Sql = Sql::idempotent(
-    "WITH off AS (UPDATE channels SET enabled = false WHERE id = $1)
-     UPDATE deliveries SET status = 'failed', next_attempt_at = NULL,
-                           last_error = 'channel disabled: the receiver answered 410 Gone'
-     WHERE channel_id = $1 AND status = 'pending'",
-);
-
-/// What to write for one delivery.
-#[derive(Debug)]
-struct Record {
-    id: Uuid,
-    attempted: bool,
-    status: &'static str,
-    code: Option<i32>,
-    error: Option<String>,
-    next_at: Option<DateTime<Utc>>,
-    delivered_at: Option<DateTime<Utc>>,
-}
-
 impl Record {
     fn of(out: &Outbound, attempt: &Attempt, now: DateTime<Utc>) -> Self {
         let (status, next_at) = match attempt.outcome {
@@ -242,33 +122,6 @@ impl Record {
     }
 }
 
-async fn record(db: &Db, records: &[Record]) -> Result<(), DbError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
-    let attempted: Vec<bool> = records.iter().map(|r| r.attempted).collect();
-    let status: Vec<&str> = records.iter().map(|r| r.status).collect();
-    let code: Vec<Option<i32>> = records.iter().map(|r| r.code).collect();
-    let error: Vec<Option<&str>> = records.iter().map(|r| r.error.as_deref()).collect();
-    let next_at: Vec<Option<DateTime<Utc>>> = records.iter().map(|r| r.next_at).collect();
-    let delivered_at: Vec<Option<DateTime<Utc>>> = records.iter().map(|r| r.delivered_at).collect();
-    db.execute_typed(
-        &RECORD,
-        &[
-            (&ids, Type::UUID_ARRAY),
-            (&attempted, Type::BOOL_ARRAY),
-            (&status, Type::TEXT_ARRAY),
-            (&code, Type::INT4_ARRAY),
-            (&error, Type::TEXT_ARRAY),
-            (&next_at, Type::TIMESTAMPTZ_ARRAY),
-            (&delivered_at, Type::TIMESTAMPTZ_ARRAY),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Sends what is due until nothing is or `deadline` passes (no attempt starts after it; one that
 /// started ends within its timeout).
 pub async fn deliver_due(
@@ -282,23 +135,12 @@ pub async fn deliver_due(
     while Instant::now() < deadline {
         let now = clock();
         let lease_until = now + TimeDelta::from_std(plan.lease).unwrap_or(TimeDelta::MAX);
-        let rows = db
-            .query_typed(
-                &CLAIM,
-                &[
-                    (&now, Type::TIMESTAMPTZ),
-                    (&lease_until, Type::TIMESTAMPTZ),
-                    (&plan.per_channel, Type::INT8),
-                    (&plan.channels, Type::INT8),
-                ],
-            )
-            .await?;
-        if rows.is_empty() {
+        let claimed = sql::claim(db, now, lease_until, plan.per_channel, plan.channels).await?;
+        if claimed.is_empty() {
             break;
         }
         let mut channels: Vec<VecDeque<Outbound>> = Vec::new();
-        for row in &rows {
-            let Some(out) = outbound(row)? else { continue };
+        for out in claimed {
             match channels.last_mut() {
                 Some(queue)
                     if queue
@@ -312,8 +154,8 @@ pub async fn deliver_due(
         }
         // Another claim only if this one may have left due deliveries behind: more channels
         // than one claim walks, or a channel with more than `per_channel`.
-        let again =
-            channels.len() as i64 >= plan.channels || rows_hit_channel_cap(&rows, plan.per_channel);
+        let again = channels.len() as i64 >= plan.channels
+            || channels.iter().any(|q| q.len() as i64 >= plan.per_channel);
         let results: Vec<Result<Sent, DbError>> = futures::stream::iter(channels)
             .map(|queue| send_channel(db, notifier, clock, queue, deadline))
             .buffer_unordered(plan.concurrency.max(1))
@@ -327,24 +169,6 @@ pub async fn deliver_due(
         }
     }
     Ok(sent)
-}
-
-fn rows_hit_channel_cap(rows: &[Row], per_channel: i64) -> bool {
-    let mut count = 0_i64;
-    let mut last: Option<Uuid> = None;
-    for row in rows {
-        let channel: Option<Uuid> = row.try_get("channel_id").ok();
-        if channel == last {
-            count += 1;
-        } else {
-            last = channel;
-            count = 1;
-        }
-        if count >= per_channel {
-            return true;
-        }
-    }
-    false
 }
 
 /// One channel's deliveries in order, stopping at the first that must be retried or at the
@@ -384,10 +208,9 @@ async fn send_channel(
             records.extend(queue.drain(..).map(|o| Record::released(&o, at)));
         }
     }
-    record(db, &records).await?;
+    sql::record(db, &records).await?;
     if let Some(channel) = gone {
-        db.execute_typed(&DISABLE, &[(&channel, Type::UUID)])
-            .await?;
+        sql::disable(db, channel).await?;
     }
     Ok(sent)
 }
@@ -398,26 +221,15 @@ pub async fn deliver_one(
     notifier: &Notifier,
     now: DateTime<Utc>,
     delivery: Uuid,
-    lease: Duration,
 ) -> Result<(), DbError> {
-    let lease_until = now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
-    let Some(row) = db
-        .query_typed_opt(
-            &CLAIM_ONE,
-            &[(&delivery, Type::UUID), (&lease_until, Type::TIMESTAMPTZ)],
-        )
-        .await?
-    else {
-        return Ok(());
-    };
-    let Some(out) = outbound(&row)? else {
+    let lease_until = now + TimeDelta::from_std(Plan::default().lease).unwrap_or(TimeDelta::MAX);
+    let Some(out) = sql::claim_one(db, delivery, lease_until).await? else {
         return Ok(());
     };
     let attempt = notifier.send(&out).await;
-    record(db, &[Record::of(&out, &attempt, now)]).await?;
+    sql::record(db, &[Record::of(&out, &attempt, now)]).await?;
     if attempt.outcome == Outcome::Gone {
-        db.execute_typed(&DISABLE, &[(&out.channel_id, Type::UUID)])
-            .await?;
+        sql::disable(db, out.channel_id).await?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod deliver;
 pub mod guard;
+mod sql;
 
 use std::sync::Arc;
 use std::time::Duration;
