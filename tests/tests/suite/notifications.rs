@@ -738,6 +738,65 @@ async fn the_channel_test_sends_at_once_and_the_log_shows_it() {
 }
 
 #[tokio::test]
+async fn slack_gets_incoming_webhook_json_with_text_and_escaped_blocks() {
+    let test = TestDb::new().await;
+    let functions = Functions::new(&config(&test));
+    let receiver = Receiver::start().await;
+    let channel = create_channel(
+        &functions,
+        OWNER,
+        json!({"name": "ops", "type": "slack", "target": {"url": receiver.url("/services/T/B/x")}}),
+    )
+    .await;
+    assert!(
+        channel.get("signing_secret").is_none() || channel["signing_secret"].is_null(),
+        "only webhooks are signed: {channel}"
+    );
+    let (device, _, rule) = device_with_rule(&test, OWNER).await;
+    test.direct
+        .execute(
+            "UPDATE devices SET name = 'Boiler <room> & co' WHERE id = $1",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    let t0 = at("2026-12-01T10:00:00Z");
+    fire(&test, rule, t0).await;
+    pass(&test, t0 + TimeDelta::seconds(60)).await;
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.path, "/services/T/B/x");
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.header("webhook-signature"), None);
+    let body = request.json();
+    assert_eq!(
+        body["text"], "Firing on Boiler <room> & co: t: t > 80 (value 81)",
+        "the plain text is the notification fallback"
+    );
+    let blocks = body["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "section");
+    assert_eq!(blocks[0]["text"]["type"], "mrkdwn");
+    assert_eq!(
+        blocks[0]["text"]["text"],
+        "*Firing on Boiler &lt;room&gt; &amp; co: t*\nt &gt; 80 (value 81)"
+    );
+    assert_eq!(blocks[1]["type"], "context");
+    assert!(
+        blocks[1]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("alert.firing · 2026-12-01T10:00:00"),
+        "{body}"
+    );
+    assert_eq!(
+        deliveries(&test, &channel).await,
+        [("delivered".into(), 1, Some(200))]
+    );
+}
+
+#[tokio::test]
 async fn email_goes_through_ses_with_recipient_subject_and_body() {
     let Ok(moto) = std::env::var("TEST_MOTO_URL") else {
         panic!("TEST_MOTO_URL is set by scripts/test (moto, a local AWS API)");
