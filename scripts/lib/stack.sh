@@ -127,6 +127,8 @@ CONF
 stack_test_env() {
     stack_psql -d postgres -c 'CREATE DATABASE app_template' -c 'CREATE EXTENSION pg_stat_statements'
     DATABASE_URL="$STACK_DIRECT_BASE/app_template?sslmode=disable" "$1"
+    # The suite's fixed dates lie in 2026 and later (tests/src/lib.rs, FIXED_DATES_FROM).
+    stack_psql -d app_template -c "SELECT create_reading_partitions('2026-01-01', now())" >/dev/null
     export TEST_DIRECT_BASE="$STACK_DIRECT_BASE"
     export TEST_POOLED_BASE="$STACK_POOLED_BASE"
     export TEST_BOUNCER_ADMIN_URL="$STACK_BOUNCER_ADMIN_URL"

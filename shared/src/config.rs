@@ -49,6 +49,9 @@ pub struct Config {
     pub clerk_authorized_parties: Vec<String>,
     pub clerk_webhook_secret: Option<Secret>,
     pub offline_after: Duration,
+    /// Readings older than this many days are refused by ingest and dropped, a month at a time,
+    /// by the scheduled function (`RETENTION_DAYS`).
+    pub retention_days: i32,
     pub limits: Limits,
     pub notify: Notify,
     /// Running in AWS Lambda itself: no development shortcuts. `AWS_LAMBDA_FUNCTION_NAME` and
@@ -58,6 +61,7 @@ pub struct Config {
 }
 
 pub const DEFAULT_OFFLINE_AFTER_SECONDS: u64 = 300;
+pub const DEFAULT_RETENTION_DAYS: i32 = 400;
 
 /// The per-tenant limits (`LIMIT_*`, `INGEST_*`), each enforced by the statement that writes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,6 +146,7 @@ const KNOWN_KEYS: &[&str] = &[
     "CLERK_AUTHORIZED_PARTIES",
     "CLERK_WEBHOOK_SECRET",
     "OFFLINE_AFTER_SECONDS",
+    "RETENTION_DAYS",
     "LIMIT_DEVICES_PER_USER",
     "LIMIT_RULES_PER_DEVICE",
     "LIMIT_METRICS_PER_DEVICE",
@@ -171,6 +176,8 @@ impl Config {
         let secret = |name| non_empty(vars, name).map(Secret::new);
         let offline_after = whole(vars, "OFFLINE_AFTER_SECONDS", 1, 7 * 86_400)?
             .unwrap_or(DEFAULT_OFFLINE_AFTER_SECONDS as i64);
+        let retention_days =
+            whole(vars, "RETENTION_DAYS", 1, 36_500)?.map_or(DEFAULT_RETENTION_DAYS, |n| n as i32);
         let default = Limits::default();
         let limit = |name, default: i32| -> Result<i32, ConfigError> {
             Ok(whole(vars, name, 1, 1_000_000)?.map_or(default, |n| n as i32))
@@ -210,6 +217,7 @@ impl Config {
                 .unwrap_or_default(),
             clerk_webhook_secret: secret("CLERK_WEBHOOK_SECRET"),
             offline_after: Duration::from_secs(offline_after as u64),
+            retention_days,
             limits,
             notify: Notify {
                 email_from: non_empty(vars, "NOTIFY_EMAIL_FROM").map(str::to_owned),
@@ -401,6 +409,21 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("OFFLINE_AFTER_SECONDS"), "{err}");
+    }
+
+    #[test]
+    fn retention_defaults_to_400_days_and_a_bad_one_is_named() {
+        let base = ("DATABASE_URL", "postgres://h/db");
+        assert_eq!(
+            Config::from_vars(&vars(&[base])).unwrap().retention_days,
+            400
+        );
+        let config = Config::from_vars(&vars(&[base, ("RETENTION_DAYS", "30")])).unwrap();
+        assert_eq!(config.retention_days, 30);
+        for bad in ["0", "forever", "36501"] {
+            let err = Config::from_vars(&vars(&[base, ("RETENTION_DAYS", bad)])).unwrap_err();
+            assert!(err.to_string().contains("RETENTION_DAYS"), "{err}");
+        }
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl TestDb {
                 "CLERK_WEBHOOK_SECRET".to_owned(),
                 clerk::WEBHOOK_SECRET.to_owned(),
             ),
+            ("RETENTION_DAYS".to_owned(), retention_days().to_string()),
         ]);
         vars.extend(
             extra
@@ -110,6 +111,14 @@ impl TestDb {
             self.direct_url().expose().to_owned(),
         );
         Config::from_vars(&vars).expect("test configuration is complete")
+    }
+
+    /// One pass of the scheduled function at the real clock (evaluation, partitions, purges).
+    pub async fn pass(&self) -> alert_eval::Summary {
+        let state = alert_eval::State::new(&self.config(&[])).expect("alert-eval starts");
+        alert_eval::handle(&state, serde_json::json!({}))
+            .await
+            .expect("a pass")
     }
 
     /// A user with one device, made directly; returns the device id and its key.
@@ -414,6 +423,16 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// The four HTTP functions built from one configuration, and routed as API Gateway routes them:
 /// by path, each to the function whose route table has it (the method is the function's
 /// business, as every route is `ANY`).
+/// The suite's fixed dates lie in 2026 and later (the template database has partitions from
+/// 2026-01-01, `scripts/lib/stack.sh`): the retention the tests run with reaches back to then,
+/// and at least the default 400 days.
+pub const FIXED_DATES_FROM: &str = "2026-01-01T00:00:00Z";
+
+pub fn retention_days() -> i64 {
+    let from = chrono::DateTime::parse_from_rfc3339(FIXED_DATES_FROM).expect("constant");
+    ((chrono::Utc::now() - from.to_utc()).num_days() + 2).max(400)
+}
+
 pub struct Functions {
     pub ingest: ingest::State,
     pub devices: devices::State,

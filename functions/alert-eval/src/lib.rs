@@ -3,7 +3,9 @@
 //! A pass is a few kinds of short statements (see `sql.rs` for the algorithm and `rule.rs` for
 //! the same logic in plain Rust): build the state of new and changed rules, fold the readings that
 //! arrived since the previous pass into the rules' states (raising and resolving alerts at the
-//! readings where conditions begin and end), fire `absent` rules, and mark quiet devices offline.
+//! readings where conditions begin and end), fire `absent` rules, mark quiet devices offline,
+//! keep the readings' monthly partitions (ahead of time, and dropped past retention), purge the
+//! readings of deleted devices, and deliver the notifications that are due.
 //! Each step works in bounded chunks, each its own transaction, within a time budget; what does
 //! not fit is left for the next pass and counted in `rules_pending`. Overlapping passes take turns
 //! chunk by chunk and add up to what one pass would do.
@@ -38,6 +40,8 @@ pub struct Budget {
     pub build_chunk: i64,
     /// Readings folded per chunk.
     pub arrival_chunk: i64,
+    /// Readings of deleted devices purged per chunk.
+    pub purge_chunk: i64,
     /// Arrivals are folded up to this long before now (and never past the database's clock less
     /// this): every ingest statement that began before then has finished (the server bounds it at
     /// 12 s), so no reading becomes visible behind the progress mark. `absent` rules are judged as
@@ -56,6 +60,7 @@ impl Default for Budget {
             chunk_timeout: Duration::from_secs(15),
             build_chunk: 2_000,
             arrival_chunk: 50_000,
+            purge_chunk: 10_000,
             arrival_margin: Duration::from_secs(15),
             deliver_until: Duration::from_secs(48),
             delivery: deliver::Plan::default(),
@@ -67,6 +72,7 @@ impl Default for Budget {
 pub struct State {
     pub db: Db,
     pub offline_after: Duration,
+    pub retention_days: i32,
     pub budget: Budget,
     pub clock: Clock,
     pub notifier: Notifier,
@@ -91,6 +97,7 @@ impl State {
         Ok(Self {
             db: Db::with_timeouts(&config.database_url, timeouts)?,
             offline_after: config.offline_after,
+            retention_days: config.retention_days,
             budget,
             clock,
             notifier,
@@ -110,8 +117,13 @@ pub struct Summary {
     pub devices_offline: i64,
     /// Rules left for the next pass (not built yet, or with readings not folded yet).
     pub rules_pending: i64,
-    /// Notifications sent after the evaluation (events of this pass and earlier ones due).
+    /// Notifications delivered and failed for good in this pass, and the whole count
+    /// (attempted, delivered, failed, retrying), of this pass's events and earlier ones due.
+    pub notifications_sent: i64,
+    pub notifications_failed: i64,
     pub notifications: Sent,
+    /// Readings of deleted devices removed in this pass.
+    pub purged_rows: i64,
     pub duration_ms: u64,
 }
 
@@ -225,6 +237,25 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         .unwrap_or_default();
     }
 
+    // The data's lifecycle: partitions ahead and past retention, then what deleted devices left.
+    let partitions = chunked(state, "partitions", |tx| async move {
+        sql::maintain_partitions(&tx, now, state.retention_days).await
+    })
+    .await?;
+    if let Some((created, dropped)) = partitions.filter(|&p| p != (0, 0)) {
+        tracing::info!(created, dropped, "reading partitions");
+    }
+    while in_time() {
+        let purged = chunked(state, "purge", |tx| async move {
+            sql::purge(&tx, budget.purge_chunk).await
+        })
+        .await?;
+        match purged {
+            Some(Some(rows)) => summary.purged_rows += rows,
+            _ => break,
+        }
+    }
+
     // Then what is due to be sent, this pass's events and any earlier ones (including those of
     // a pass that ended before it could send them).
     summary.notifications = deliver::deliver_due(
@@ -235,6 +266,8 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         started + budget.deliver_until,
     )
     .await?;
+    summary.notifications_sent = summary.notifications.delivered;
+    summary.notifications_failed = summary.notifications.failed;
 
     summary.duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
@@ -243,8 +276,10 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         resolved = summary.resolved,
         devices_offline = summary.devices_offline,
         rules_pending = summary.rules_pending,
-        notifications_attempted = summary.notifications.attempted,
-        notifications_delivered = summary.notifications.delivered,
+        notifications_sent = summary.notifications_sent,
+        notifications_failed = summary.notifications_failed,
+        notifications_retrying = summary.notifications.retrying,
+        purged_rows = summary.purged_rows,
         duration_ms = summary.duration_ms,
         "alert evaluation"
     );

@@ -526,6 +526,60 @@ pub async fn forget_old_events(tx: &Tx, now: DateTime<Utc>) -> Result<u64, DbErr
         .await
 }
 
+/// The monthly partitions of `sensor_readings` from the retention horizon to two months ahead,
+/// and those wholly past the horizon dropped (migration V7; nearly always nothing to do).
+const MAINTAIN_PARTITIONS: Sql =
+    Sql::idempotent("SELECT created, dropped FROM maintain_reading_partitions($1, $2)");
+
+/// (partitions created, partitions dropped).
+pub async fn maintain_partitions(
+    tx: &Tx,
+    now: DateTime<Utc>,
+    retention_days: i32,
+) -> Result<(i32, i32), DbError> {
+    let row = tx
+        .query_typed_one(
+            &MAINTAIN_PARTITIONS,
+            &[(&now, Type::TIMESTAMPTZ), (&retention_days, Type::INT4)],
+        )
+        .await?;
+    Ok((row.try_get("created")?, row.try_get("dropped")?))
+}
+
+/// One chunk of a deleted device's readings (`$1` at most), oldest deletion first; the device
+/// leaves the queue with its last chunk. A device being purged by an overlapping pass is
+/// skipped, so passes share the work instead of waiting on each other.
+const PURGE: Sql = Sql::idempotent(
+    "WITH queued AS (
+         SELECT device_id FROM device_purges
+         ORDER BY deleted_at, device_id
+         LIMIT 1
+         FOR UPDATE SKIP LOCKED
+     ),
+     chunk AS (
+         SELECT r.device_id, r.metric, r.recorded_at
+         FROM queued q JOIN sensor_readings r ON r.device_id = q.device_id
+         LIMIT $1
+     ),
+     gone AS (
+         DELETE FROM sensor_readings r USING chunk c
+         WHERE r.device_id = c.device_id AND r.metric = c.metric AND r.recorded_at = c.recorded_at
+         RETURNING 1
+     ),
+     finished AS (
+         DELETE FROM device_purges p USING queued q
+         WHERE p.device_id = q.device_id AND (SELECT count(*) FROM gone) < $1
+     )
+     SELECT EXISTS (SELECT 1 FROM queued) AS found, (SELECT count(*) FROM gone) AS purged",
+);
+
+/// Readings purged, or `None` when no deleted device is waiting (or all are being purged).
+pub async fn purge(tx: &Tx, chunk: i64) -> Result<Option<i64>, DbError> {
+    let row = tx.query_typed_one(&PURGE, &[(&chunk, Type::INT8)]).await?;
+    let found: bool = row.try_get("found")?;
+    Ok(found.then(|| row.try_get("purged")).transpose()?)
+}
+
 /// What is left for the next pass: rules without a current state, and rules whose series have
 /// arrivals after the progress (up to the horizon `$1`).
 const PENDING: Sql = Sql::idempotent(

@@ -37,8 +37,8 @@ const TOMBSTONE_AND_LOCK_USER: Sql = Sql::idempotent(
        RETURNING EXISTS (SELECT 1 FROM tombstone) AS new_tombstone"#,
 );
 
-/// `user.deleted`, step two: the row goes, and with it (cascade) devices, readings, rules,
-/// alerts, channels and silences; and their notification events and deliveries, which have no
+/// `user.deleted`, step two: the row goes, and with it (cascade) devices, rules, alerts,
+/// channels and silences (the devices' readings are queued for purging, migration V7); and their notification events and deliveries, which have no
 /// foreign key (see migration V6; one written by a pass at this very moment is removed with the
 /// events older than 30 days).
 const DELETE_USER: Sql = Sql::idempotent(

@@ -173,8 +173,10 @@ pub async fn rename_device(
     .transpose()
 }
 
-/// Readings, rules and alerts go with it (foreign keys cascade), and its place under the
-/// owner's limit is free at once. The owner's row is locked first, as [`CREATE_DEVICE`] does.
+/// Rules and alerts go with it (foreign keys cascade) and its key stops working, at once; its
+/// readings, however many, stay stored but unreachable (every read goes through the device row)
+/// until the scheduled function purges them in chunks (the trigger of migration V7 queues it).
+/// Its place under the owner's limit is free at once. The owner's row is locked first, as [`CREATE_DEVICE`] does.
 /// `once`: a retry after a lost reply would find nothing and answer 404 for a delete that
 /// succeeded.
 const DELETE_DEVICE: Sql = Sql::once(

@@ -33,6 +33,7 @@ pub const MAX_FUTURE: TimeDelta = TimeDelta::minutes(5);
 pub struct State {
     pub db: Db,
     pub limits: Limits,
+    pub retention_days: i32,
 }
 
 impl State {
@@ -40,6 +41,7 @@ impl State {
         Ok(Self {
             db: Db::new(&config.database_url)?,
             limits: config.limits,
+            retention_days: config.retention_days,
         })
     }
 }
@@ -89,7 +91,7 @@ async fn ingest(state: &State, req: &Request) -> Result<Response, ApiError> {
     if body.len() > BODY_LIMIT {
         return Err(ApiError::payload_too_large(BODY_LIMIT));
     }
-    let readings = parse_batch(body, Utc::now())?;
+    let readings = parse_batch(body, Utc::now(), state.retention_days)?;
     let (device_id, outcome) = store(state, &key, &readings).await?;
     tracing::info!(
         %device_id,
@@ -122,8 +124,13 @@ struct RawReading<'a> {
 }
 
 /// Parses and validates the whole batch; the first bad reading is the `422`, naming its field.
-/// `now` is when the request arrived: the default `recorded_at`, and the clock for "future".
-pub fn parse_batch(body: &[u8], now: DateTime<Utc>) -> Result<Vec<Reading>, ApiError> {
+/// `now` is when the request arrived: the default `recorded_at`, and the clock for "future" and
+/// for the retention horizon (`retention_days` before it: older readings would be dropped soon).
+pub fn parse_batch(
+    body: &[u8],
+    now: DateTime<Utc>,
+    retention_days: i32,
+) -> Result<Vec<Reading>, ApiError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
@@ -143,14 +150,20 @@ pub fn parse_batch(body: &[u8], now: DateTime<Utc>) -> Result<Vec<Reading>, ApiE
         ));
     }
     let now = whole_micros(now);
+    let horizon = now - TimeDelta::days(retention_days.into());
     items
         .iter()
         .enumerate()
-        .map(|(index, raw)| parse_reading(raw, index, now))
+        .map(|(index, raw)| parse_reading(raw, index, now, horizon))
         .collect()
 }
 
-fn parse_reading(raw: &RawValue, index: usize, now: DateTime<Utc>) -> Result<Reading, ApiError> {
+fn parse_reading(
+    raw: &RawValue,
+    index: usize,
+    now: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+) -> Result<Reading, ApiError> {
     let field = |name: &str| format!("readings[{index}].{name}");
     let reading: RawReading = serde_json::from_str(raw.get()).map_err(|_| {
         ApiError::validation(
@@ -187,6 +200,12 @@ fn parse_reading(raw: &RawValue, index: usize, now: DateTime<Utc>) -> Result<Rea
         return Err(ApiError::validation(
             field("recorded_at"),
             "recorded_at is more than 5 minutes in the future",
+        ));
+    }
+    if recorded_at < horizon {
+        return Err(ApiError::validation(
+            field("recorded_at"),
+            "recorded_at is older than the retention period",
         ));
     }
     Ok(Reading {
@@ -317,7 +336,7 @@ mod tests {
 
     /// `None` when accepted, else (status, field).
     fn refusal(body: &str) -> Option<(u16, Option<String>)> {
-        parse_batch(body.as_bytes(), now())
+        parse_batch(body.as_bytes(), now(), 400)
             .err()
             .map(|e| (e.status().as_u16(), e.field().map(str::to_owned)))
     }
@@ -330,7 +349,7 @@ mod tests {
             {"metric": "pressure", "value": 1e3, "recorded_at": "2026-11-26T11:00:00.123456789+01:00"},
             {"metric": "battery", "value": "-0.000001"}
         ]}"#;
-        let readings = parse_batch(body.as_bytes(), now()).unwrap();
+        let readings = parse_batch(body.as_bytes(), now(), 400).unwrap();
         assert_eq!(readings.len(), 4);
         assert_eq!(readings[0].value.to_string(), "21.5");
         assert_eq!(
@@ -390,6 +409,10 @@ mod tests {
                 "readings[0].recorded_at",
             ),
             (
+                r#"{"readings": [{"metric": "t", "value": 2}, {"metric": "t", "value": 1, "recorded_at": "2025-10-22T10:00:00.4Z"}]}"#,
+                "readings[1].recorded_at",
+            ),
+            (
                 r#"{"readings": [{"metric": "t", "value": 1, "unit": "C"}]}"#,
                 "readings[0]",
             ),
@@ -401,8 +424,9 @@ mod tests {
         for (body, field) in cases {
             assert_eq!(refusal(body), Some((422, Some(field.to_owned()))), "{body}");
         }
-        // Exactly five minutes ahead is still fine.
+        // Exactly five minutes ahead is still fine, and exactly 400 days back.
         assert!(refusal(r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "2026-11-26T10:05:00.5Z"}]}"#).is_none());
+        assert!(refusal(r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "2025-10-22T10:00:00.5Z"}]}"#).is_none());
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::{Bucket, Point, Reading, ReadingCursor};
 ///   an empty bucket costs one index descent.
 /// - `first`/`last` are the values at each bucket's earliest/latest time, fetched by two
 ///   primary-key probes per bucket instead of aggregating arrays of every value.
+/// - Every readings access also says `recorded_at` in [`$5`, `$6`), redundant for the answer but
+///   what lets the planner leave out the months (partitions) outside the range.
 /// - `avg` is the exact mean rounded to 12 decimal places (the sum is widened first so the
 ///   division cannot lose digits), trailing zeros trimmed.
 pub const ROLLUP: Sql = Sql::idempotent(
@@ -54,15 +56,18 @@ pub const ROLLUP: Sql = Sql::idempotent(
              WHERE r.device_id = device.id AND r.metric = $3
                AND r.recorded_at >= greatest(g.t, $5)
                AND r.recorded_at < least(g.t + $4::interval, $6)
+               AND r.recorded_at >= $5 AND r.recorded_at < $6
          ) a
          WHERE a.n > 0
      )
      SELECT b.t, b.n AS count, b.min::text AS min, b.max::text AS max,
             trim_scale(round(b.sum::numeric(1000, 40) / b.n, 12))::text AS avg, b.sum::text AS sum,
             (SELECT f.value::text FROM sensor_readings f
-             WHERE f.device_id = device.id AND f.metric = $3 AND f.recorded_at = b.first_at) AS first,
+             WHERE f.device_id = device.id AND f.metric = $3 AND f.recorded_at = b.first_at
+               AND f.recorded_at >= $5 AND f.recorded_at < $6) AS first,
             (SELECT l.value::text FROM sensor_readings l
-             WHERE l.device_id = device.id AND l.metric = $3 AND l.recorded_at = b.last_at) AS last
+             WHERE l.device_id = device.id AND l.metric = $3 AND l.recorded_at = b.last_at
+               AND l.recorded_at >= $5 AND l.recorded_at < $6) AS last
      FROM device
      LEFT JOIN buckets b ON true
      ORDER BY b.t",
@@ -101,31 +106,22 @@ const READINGS_OF_ALL: Sql = Sql::idempotent(
      ORDER BY r.recorded_at, r.metric",
 );
 
-/// The newest reading of each metric without reading the history: a loose index scan walks
-/// the distinct metrics (one primary-key probe each), then one backwards probe per metric.
-/// (The walk uses `$1` directly; its rows only come out through the owner check on `d`.)
+/// The newest reading of each metric without reading the history: the device row lists its
+/// metrics (`metrics`, kept by ingest), and each gets one backwards probe of the primary key,
+/// which walks the monthly partitions newest first and stops at the first that holds one. (A
+/// metric whose readings are all past retention has none: it is left out.)
 pub const LATEST: Sql = Sql::idempotent(
     "SELECT l.metric, l.value, l.recorded_at
      FROM devices d
      LEFT JOIN LATERAL (
-         WITH RECURSIVE metrics AS (
-             (SELECT metric FROM sensor_readings WHERE device_id = $1 ORDER BY metric LIMIT 1)
-             UNION ALL
-             SELECT (SELECT r.metric FROM sensor_readings r
-                     WHERE r.device_id = $1 AND r.metric > m.metric
-                     ORDER BY r.metric LIMIT 1)
-             FROM metrics m
-             WHERE m.metric IS NOT NULL
-         )
          SELECT m.metric, newest.value::text AS value, newest.recorded_at
-         FROM metrics m
+         FROM unnest(d.metrics) AS m(metric)
          CROSS JOIN LATERAL (
-             SELECT value, recorded_at FROM sensor_readings r
+             SELECT r.value, r.recorded_at FROM sensor_readings r
              WHERE r.device_id = d.id AND r.metric = m.metric
-             ORDER BY recorded_at DESC
+             ORDER BY r.recorded_at DESC
              LIMIT 1
          ) newest
-         WHERE m.metric IS NOT NULL
      ) l ON true
      WHERE d.id = $1 AND d.owner_id = $2
      ORDER BY l.metric",

@@ -155,7 +155,7 @@ async fn full_lifecycle() {
         .await;
     assert_eq!(status, 404);
 
-    // Deleting the device takes its readings, rules and alerts along.
+    // Deleting the device takes its rules and alerts along, and its readings after a pass.
     test.direct
         .batch_execute(&format!(
             "INSERT INTO sensor_readings (device_id, metric, value, recorded_at) VALUES ('{id}', 'humidity', 1, now());
@@ -168,9 +168,11 @@ async fn full_lifecycle() {
     let delete = || request("devices-delete", ALICE, "DELETE", &device_path);
     let (status, _) = functions.call(delete()).await;
     assert_eq!(status, 204);
-    for table in ["devices", "sensor_readings", "alert_rules", "alerts"] {
+    for table in ["devices", "alert_rules", "alerts"] {
         assert_eq!(test.count(table).await, 0, "{table}");
     }
+    assert_eq!(test.pass().await.purged_rows, 1);
+    assert_eq!(test.count("sensor_readings").await, 0);
     let (status, _) = functions
         .call(request("devices-get", ALICE, "GET", &device_path))
         .await;

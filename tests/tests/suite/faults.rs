@@ -80,13 +80,15 @@ async fn acknowledged_readings_survive_pooler_and_database_restarts() {
 
     let started = Instant::now();
     let run_for = Duration::from_secs(14);
+    // Each client's readings in its own stretch of the last 200 days (within retention).
+    let first_ms = (Utc::now() - chrono::TimeDelta::days(200)).timestamp_millis();
     let clients = keys.into_iter().enumerate().map(|(client, key)| {
         let state = ingest::State::new(&config).unwrap();
         tokio::spawn(async move {
             let mut outcomes = Vec::new();
             let mut n: i64 = 0;
             while started.elapsed() < run_for {
-                let base = 1_700_000_000_000i64 + client as i64 * 1_000_000_000;
+                let base = first_ms + client as i64 * 1_000_000_000;
                 let times: Vec<DateTime<Utc>> = (0..READINGS)
                     .map(|i| DateTime::from_timestamp_millis(base + (n * READINGS + i) * 1000).unwrap())
                     .collect();

@@ -15,6 +15,7 @@ mod faults;
 mod freeze;
 mod hostile;
 mod ingest;
+mod lifecycle;
 mod limits;
 mod logs;
 mod migrations;

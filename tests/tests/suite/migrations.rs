@@ -16,6 +16,7 @@ async fn applying_twice_is_a_no_op() {
             "V4__incremental_evaluation",
             "V5__device_keys_and_limits",
             "V6__notifications",
+            "V7__reading_partitions_and_purges",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -72,7 +73,14 @@ async fn limit_counters_are_carried_over_from_existing_data() {
         .await
         .unwrap();
     let applied = shared::migrate::run(&test.direct_url()).await.unwrap();
-    assert_eq!(applied, ["V5__device_keys_and_limits", "V6__notifications"]);
+    assert_eq!(
+        applied,
+        [
+            "V5__device_keys_and_limits",
+            "V6__notifications",
+            "V7__reading_partitions_and_purges"
+        ]
+    );
     let row = test
         .direct
         .query_one(
@@ -99,6 +107,88 @@ async fn limit_counters_are_carried_over_from_existing_data() {
     };
     assert_eq!(functions.call(send("a")).await.0, 200);
     assert_eq!(functions.call(send("d")).await.0, 422);
+}
+
+/// V7 partitions the readings by month without copying them: the table as it was becomes the
+/// partition of everything up to the end of the current month, and months after it are new.
+#[tokio::test]
+async fn partitioning_keeps_every_reading() {
+    let test = TestDb::empty().await;
+    shared::migrate::run_to(&test.direct_url(), Some(6))
+        .await
+        .unwrap();
+    let key = shared::domain::DeviceKey::generate();
+    test.direct
+        .execute(
+            r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_old')),
+                    d AS (INSERT INTO devices (owner_id, name, device_key_hash, metrics)
+                          VALUES ('user_old', 'old', $1, '{a,b}') RETURNING id),
+                    far AS (
+                        INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+                        SELECT id, 'a', g, timestamptz '2020-01-01' + g * interval '1 hour'
+                        FROM d, generate_series(1, 50000) g
+                    )
+               INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+               SELECT id, 'b', g / 7.0, now() - g * interval '1 minute'
+               FROM d, generate_series(1, 100) g"#,
+            &[&key.hash().to_vec()],
+        )
+        .await
+        .unwrap();
+    let summary =
+        "SELECT count(*), sum(value)::text, min(recorded_at)::text, max(recorded_at)::text
+                   FROM sensor_readings";
+    let of = |row: tokio_postgres::Row| -> (i64, String, String, String) {
+        (row.get(0), row.get(1), row.get(2), row.get(3))
+    };
+    let before = of(test.direct.query_one(summary, &[]).await.unwrap());
+    let applied = shared::migrate::run(&test.direct_url()).await.unwrap();
+    assert_eq!(applied, ["V7__reading_partitions_and_purges"]);
+    let after = of(test.direct.query_one(summary, &[]).await.unwrap());
+    assert_eq!(after, before);
+    assert_eq!(after.0, 50_100);
+
+    let row = test
+        .direct
+        .query_one(
+            "SELECT (SELECT count(*) FROM sensor_readings_before_v7),
+                    (SELECT to_at = date_trunc('month', now(), 'UTC') + interval '1 month'
+                     FROM reading_partitions WHERE name = 'sensor_readings_before_v7'),
+                    (SELECT count(*) FROM reading_partitions)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        50_100,
+        "the old table is the first partition"
+    );
+    assert!(row.get::<_, bool>(1), "it ends with the current month");
+    assert_eq!(row.get::<_, i64>(2), 3, "it, and the two months ahead");
+    // Next month's readings go to next month's partition; the device still ingests and reads.
+    let home: String = test
+        .direct
+        .query_one(
+            "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+             SELECT id, 'b', 1, date_trunc('month', now(), 'UTC') + interval '1 month 1 day'
+             FROM devices RETURNING tableoid::regclass::text",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(home.starts_with("sensor_readings_20"), "{home}");
+    let functions = tests::Functions::new(&test.config(&[]));
+    let (status, _) = functions
+        .call(
+            tests::Event::load("ingest")
+                .header("authorization", &format!("Bearer {}", key.reveal()))
+                .json_body(&serde_json::json!({"readings": [{"metric": "b", "value": 2}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(test.count("sensor_readings").await, 50_102);
 }
 
 /// One user with one device, one reading, one rule and one firing alert.
@@ -209,7 +299,9 @@ async fn deleting_a_user_removes_everything_they_own() {
         .batch_execute(r#"DELETE FROM "user" WHERE id = 'user_a'"#)
         .await
         .unwrap();
-    for table in ["devices", "sensor_readings", "alert_rules", "alerts"] {
+    for table in ["devices", "alert_rules", "alerts"] {
         assert_eq!(test.count(table).await, 0, "{table}");
     }
+    // The readings wait for the scheduled function (tests/tests/suite/lifecycle.rs).
+    assert_eq!(test.count("device_purges").await, 1);
 }

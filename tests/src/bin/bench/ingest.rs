@@ -9,9 +9,10 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::{Report, Samples, Sizes, analyze, fill, rfc};
 
-/// A batch of `n` readings of `metric`, one second apart from `start` seconds after 2025-01-01.
+/// A batch of `n` readings of `metric`, one second apart from `start` seconds after 2026-06-01
+/// (after the history, within the retention the tests and the benchmark run with).
 fn batch(metric: &str, start: i64, n: i64) -> Vec<(String, rust_decimal::Decimal, DateTime<Utc>)> {
-    let base = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+    let base = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
         .expect("constant")
         .to_utc();
     (0..n)
@@ -48,7 +49,7 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         history_device,
         "batch",
         sizes.history,
-        "2020-01-01T00:00:00Z",
+        "2026-01-01T00:00:00Z",
     )
     .await;
     analyze(&test).await;
@@ -175,7 +176,7 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
     for i in 0..requests {
         let response = ingest::handle(
             &state,
-            ingest_request(&history_key, &batch("stats", 20_000_000 + i * 1000, 1000)),
+            ingest_request(&history_key, &batch("stats", 15_000_000 + i * 1000, 1000)),
         )
         .await;
         assert_eq!(response.status(), 200);

@@ -4,10 +4,12 @@
 //! Every figure is measured next to its floor, in the same run, through the same pooler, on
 //! the same table (and for the ingest figures the same connection), so the ratio survives a
 //! noisy machine. It prints a table and writes `target/bench/results.json`. One module per area:
-//! `ingest`, `series` (rollups and latest), `alerts` (evaluation), `process` (the binaries).
+//! `ingest`, `series` (rollups and latest), `alerts` (evaluation), `lifecycle` (deletes and purges),
+//! `notify` (deliveries), `process` (the binaries).
 
 mod alerts;
 mod ingest;
+mod lifecycle;
 mod notify;
 mod process;
 mod series;
@@ -226,7 +228,7 @@ async fn main() {
         sizes.repetitions
     );
 
-    // `--only ingest|series|alerts|notify|process`: one area (a quicker look at what one change did).
+    // `--only ingest|series|alerts|lifecycle|notify|process`: one area (a quicker look at what one change did).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -241,6 +243,9 @@ async fn main() {
     }
     if runs("alerts") {
         alerts::figures(&sizes, &mut report).await;
+    }
+    if runs("lifecycle") {
+        lifecycle::figures(&sizes, &mut report).await;
     }
     if runs("notify") {
         notify::figures(&sizes, &mut report).await;
@@ -327,8 +332,17 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-/// `n` readings of one metric for `device`, 10 s apart from `start`, generated in the server.
+/// `n` readings of one metric for `device`, 10 s apart from `start`, generated in the server
+/// (their months' partitions made first), and the metric on the device's list as ingest keeps it.
 async fn fill(test: &TestDb, device: uuid::Uuid, metric: &str, n: i64, start: &str) {
+    test.direct
+        .execute(
+            "SELECT create_reading_partitions($1::text::timestamptz,
+                                              $1::text::timestamptz + $2::int8 * interval '10 seconds')",
+            &[&start, &n],
+        )
+        .await
+        .expect("partitions");
     test.direct
         .execute(
             "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
@@ -338,6 +352,13 @@ async fn fill(test: &TestDb, device: uuid::Uuid, metric: &str, n: i64, start: &s
         )
         .await
         .expect("generate readings");
+    test.direct
+        .execute(
+            "UPDATE devices SET metrics = metrics || $2::text WHERE id = $1 AND NOT $2 = ANY (metrics)",
+            &[&device, &metric],
+        )
+        .await
+        .expect("the device's metrics");
 }
 
 async fn analyze(test: &TestDb) {
