@@ -5,9 +5,10 @@ pub mod sql;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use lambda_http::Request;
 use lambda_http::http::StatusCode;
+use lambda_http::http::header::{self, HeaderValue};
 use serde::Serialize;
 use shared::auth::{Authenticator, UserId};
 use shared::config::Config;
@@ -261,18 +262,123 @@ async fn readings(
     device: Uuid,
     req: &Request,
 ) -> Result<Response, ApiError> {
+    let csv = wants_csv(req)?;
     let metric = metric_param(req)?;
-    let page = PageRequest::from_request(req, 100, 1000)?;
+    let page = if csv {
+        PageRequest::from_request(req, CSV_PAGE, CSV_PAGE_MAX)?
+    } else {
+        PageRequest::from_request(req, 100, 1000)?
+    };
     let (from, to) = range(req)?;
     let query = sql::ReadingsQuery { metric, from, to };
     let readings = sql::readings(db, caller, device, &query, &page)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let page = Page::new(readings, page.limit, |r: &Reading| ReadingCursor {
+    let limit = page.limit;
+    let page = Page::new(readings, limit, |r: &Reading| ReadingCursor {
         at: r.recorded_at,
         metric: r.metric.clone(),
     });
-    Ok(http::json(StatusCode::OK, &page))
+    let mut response = if csv {
+        csv_page(req.uri().path(), &query, limit, &page)
+    } else {
+        http::json(StatusCode::OK, &page)
+    };
+    // The answer depends on Accept: caches must key on it.
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    Ok(response)
+}
+
+/// A CSV page holds up to this many readings by default, and at most `CSV_PAGE_MAX` (a reading
+/// is at most about 160 bytes of CSV, so a page stays far below Lambda's 6 MB answer limit).
+pub const CSV_PAGE: i64 = 1_000;
+pub const CSV_PAGE_MAX: i64 = 10_000;
+
+/// CSV when `?format=csv`, or without `format` when `Accept` prefers `text/csv` to
+/// `application/json` (by q-value, then by order); JSON otherwise.
+fn wants_csv(req: &Request) -> Result<bool, ApiError> {
+    match http::query_param(req, "format").as_deref() {
+        Some("csv") => return Ok(true),
+        Some("json") => return Ok(false),
+        Some(_) => return Err(ApiError::validation("format", "format is csv or json")),
+        None => {}
+    }
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(false);
+    };
+    // (q, position) of the best entry naming each type; the higher q, then the earlier, wins.
+    let mut csv: Option<(f32, usize)> = None;
+    let mut json: Option<(f32, usize)> = None;
+    for (position, entry) in accept.split(',').enumerate() {
+        let mut parts = entry.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "text/csv" => &mut csv,
+            "application/json" => &mut json,
+            _ => continue,
+        };
+        if slot.is_none_or(|(best, _)| q > best) {
+            *slot = Some((q, position));
+        }
+    }
+    Ok(match (csv, json) {
+        (Some((q, _)), None) => q > 0.0,
+        (Some((cq, cp)), Some((jq, jp))) => cq > 0.0 && (cq > jq || (cq == jq && cp < jp)),
+        _ => false,
+    })
+}
+
+/// `metric,value,recorded_at`, a header line first, lines ended by CRLF (RFC 4180). No field
+/// needs quoting: metrics are `[A-Za-z0-9_.:/-]`, values decimals, times RFC 3339. The next
+/// page, if any, is in `Link: <…>; rel="next"`: the same query with `from`/`to` pinned (so a
+/// default `to` of "now" does not move between pages), `limit`, `format=csv` and the cursor.
+fn csv_page(path: &str, query: &sql::ReadingsQuery, limit: i64, page: &Page<Reading>) -> Response {
+    let mut text = String::with_capacity(32 + page.items.len() * 64);
+    text.push_str("metric,value,recorded_at\r\n");
+    for reading in &page.items {
+        text.push_str(&reading.metric);
+        text.push(',');
+        text.push_str(&reading.value);
+        text.push(',');
+        text.push_str(&api_time(reading.recorded_at));
+        text.push_str("\r\n");
+    }
+    let mut response = lambda_http::Response::new(lambda_http::Body::Text(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Some(cursor) = &page.next_cursor {
+        let metric = query
+            .metric
+            .as_ref()
+            .map(|m| format!("metric={}&", m.as_str()))
+            .unwrap_or_default();
+        let link = format!(
+            "<{path}?{metric}from={}&to={}&limit={limit}&format=csv&cursor={cursor}>; rel=\"next\"",
+            api_time(query.from),
+            api_time(query.to),
+        );
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    response
+}
+
+/// A time as every answer writes it: RFC 3339 UTC, `Z`, up to microseconds.
+fn api_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 async fn latest(db: &Db, caller: &UserId, device: Uuid) -> Result<Response, ApiError> {

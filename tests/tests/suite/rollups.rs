@@ -310,6 +310,150 @@ async fn readings_are_paged_oldest_first_without_gaps_or_repeats() {
     );
 }
 
+/// A readings request answered as CSV: the status, the headers that matter and the body.
+async fn csv(
+    f: &Fixture,
+    path_and_query: &str,
+    accept: Option<&str>,
+) -> (u16, String, Option<String>, String) {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut event = Event::load("rollups")
+        .as_user(OWNER)
+        .at("GET", path)
+        .query(query);
+    if let Some(accept) = accept {
+        event = event.header("accept", accept);
+    }
+    let response = f.functions.handle(event.request()).await;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(header("vary").as_deref(), Some("Accept"));
+    let body = match response.body() {
+        lambda_http::Body::Text(text) => text.clone(),
+        other => panic!("a text body, not {other:?}"),
+    };
+    (
+        response.status().as_u16(),
+        header("content-type").unwrap_or_default(),
+        header("link"),
+        body,
+    )
+}
+
+#[tokio::test]
+async fn readings_as_csv_equal_the_json_items_and_link_pages_cover_each_once() {
+    let f = fixture().await;
+    let start = t("2026-11-25T00:00:00Z");
+    let readings: Vec<_> = (0..2500)
+        .map(|i| {
+            let metric = if i % 2 == 0 { "a" } else { "b.c" };
+            (
+                metric.to_owned(),
+                Decimal::new(i * 7 - 3000, 2),
+                start + Duration::milliseconds(i / 2 * 1500),
+            )
+        })
+        .collect();
+    f.ingest(&readings).await;
+    let range = format!("from={}&to={}", q(start), q(start + Duration::days(1)));
+
+    // Every reading as JSON, in one walk of pages.
+    let mut json_rows = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = f
+            .get("readings", &format!("limit=1000&{range}{cursor}"))
+            .await;
+        json_rows.extend(page["items"].as_array().unwrap().iter().map(|r| {
+            format!(
+                "{},{},{}",
+                r["metric"].as_str().unwrap(),
+                r["value"].as_str().unwrap(),
+                r["recorded_at"].as_str().unwrap()
+            )
+        }));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(json_rows.len(), 2500);
+
+    // The same as CSV pages of 1000, asked for by Accept and then followed by Link alone.
+    let mut csv_rows = Vec::new();
+    let mut next = Some(format!(
+        "/v1/devices/{}/readings?limit=1000&{range}",
+        f.device
+    ));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        let accept = (pages == 0).then_some("text/csv");
+        let (status, content_type, link, body) = csv(&f, &url, accept).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(content_type, "text/csv; charset=utf-8");
+        assert!(body.ends_with("\r\n"), "CRLF line ends");
+        let mut lines = body.lines();
+        assert_eq!(lines.next(), Some("metric,value,recorded_at"));
+        csv_rows.extend(lines.map(str::to_owned));
+        pages += 1;
+        next = link.map(|link| {
+            let (url, rel) = link.split_once("; ").unwrap();
+            assert_eq!(rel, "rel=\"next\"");
+            url.trim_start_matches('<').trim_end_matches('>').to_owned()
+        });
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        csv_rows, json_rows,
+        "the same readings, once each, in the same order"
+    );
+
+    // One metric; the format parameter wins over Accept; JSON is preferred unless CSV is.
+    let url = format!(
+        "/v1/devices/{}/readings?format=csv&metric=b.c&{range}",
+        f.device
+    );
+    let (_, content_type, link, body) = csv(&f, &url, Some("application/json")).await;
+    assert!(content_type.starts_with("text/csv"));
+    let lines: Vec<&str> = body.lines().skip(1).collect();
+    assert_eq!(lines.len(), 1000, "a CSV page holds 1000 by default");
+    assert!(lines.iter().all(|l| l.starts_with("b.c,")));
+    let link = link.expect("1250 readings: a next page");
+    assert!(
+        link.contains("metric=b.c&") && link.contains("&format=csv&cursor="),
+        "{link}"
+    );
+    for (accept, is_csv) in [
+        ("text/csv", true),
+        ("text/csv;q=0.9, application/json", false),
+        ("application/json;q=0.5, text/csv", true),
+        ("application/json, text/csv", false),
+        ("text/csv, application/json", true),
+        ("text/csv;q=0", false),
+        ("*/*", false),
+    ] {
+        let url = format!("/v1/devices/{}/readings?limit=1&{range}", f.device);
+        let (_, content_type, _, _) = csv(&f, &url, Some(accept)).await;
+        assert_eq!(content_type.starts_with("text/csv"), is_csv, "{accept}");
+    }
+    // Nothing in range: the header line alone, no Link.
+    let url = format!(
+        "/v1/devices/{}/readings?format=csv&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+        f.device
+    );
+    let (status, _, link, body) = csv(&f, &url, None).await;
+    assert_eq!(
+        (status, link, body.as_str()),
+        (200, None, "metric,value,recorded_at\r\n")
+    );
+}
+
 #[tokio::test]
 async fn latest_has_the_newest_reading_of_each_metric() {
     let f = fixture().await;
@@ -401,6 +545,8 @@ async fn bad_parameters_are_refused() {
         (readings("limit=ten"), BadParam("limit")),
         (readings("limit=1001"), Invalid("limit")),
         (readings("limit=0"), Invalid("limit")),
+        (readings("format=xml"), Invalid("format")),
+        (readings("format=csv&limit=10001"), Invalid("limit")),
         (readings("cursor=%%%"), BadParam("cursor")),
         (readings(&ancient), BadParam("cursor")),
         (readings(&nul_metric), BadParam("cursor")),
