@@ -9,7 +9,7 @@ pub mod deliver;
 pub mod guard;
 mod sql;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -109,14 +109,19 @@ impl Attempt {
 
 /// Built once per cold start: one HTTP client (guarded resolver, no redirects, no proxy, 5 s per
 /// attempt) and, when email is configured, one SES client.
+/// The HTTP and SES clients are built on first use, not at start-up: building them (the TLS
+/// roots, the SDK's configuration) cost a cold start of `devices` and `alert-eval` about 10 ms,
+/// which most invocations never use.
 pub struct Notifier {
-    http: reqwest::Client,
+    http: OnceLock<Result<reqwest::Client, String>>,
+    timeout: Duration,
     allow_private: bool,
     email: Option<Email>,
 }
 
 struct Email {
-    client: aws_sdk_sesv2::Client,
+    aws: crate::config::AwsAccess,
+    client: OnceLock<aws_sdk_sesv2::Client>,
     from: String,
 }
 
@@ -127,33 +132,41 @@ impl Notifier {
 
     /// Tests shorten the attempt timeout; everything else is as in Lambda.
     pub fn with_timeout(config: &Notify, timeout: Duration) -> Result<Self, ConfigError> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .dns_resolver(guard::GuardedResolver {
-                allow_private: config.allow_private_targets,
-            })
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent("iot-telemetry-notifications/1")
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                name: "NOTIFY_ALLOW_PRIVATE_TARGETS",
-                reason: e.to_string(),
-            })?;
         let email = match (&config.email_from, &config.aws) {
             (Some(from), Some(aws)) => Some(Email {
-                client: ses_client(aws),
+                aws: aws.clone(),
+                client: OnceLock::new(),
                 from: from.clone(),
             }),
             _ => None,
         };
         Ok(Self {
-            http,
+            http: OnceLock::new(),
+            timeout,
             allow_private: config.allow_private_targets,
             email,
         })
+    }
+
+    /// The guarded HTTP client, built once.
+    fn http(&self) -> Result<&reqwest::Client, &str> {
+        self.http
+            .get_or_init(|| {
+                crate::install_crypto_provider();
+                reqwest::Client::builder()
+                    .dns_resolver(guard::GuardedResolver {
+                        allow_private: self.allow_private,
+                    })
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .timeout(self.timeout)
+                    .connect_timeout(self.timeout)
+                    .user_agent("iot-telemetry-notifications/1")
+                    .build()
+                    .map_err(|e| format!("the HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// One attempt. Never fails: what went wrong is in the [`Attempt`].
@@ -209,7 +222,11 @@ impl Notifier {
             CONTENT_TYPE,
             reqwest::header::HeaderValue::from_static("application/json"),
         );
-        let response = match self.http.post(url).headers(headers).body(body).send().await {
+        let http = match self.http() {
+            Ok(http) => http,
+            Err(e) => return Attempt::error(Outcome::Retry { after: None }, e.to_owned()),
+        };
+        let response = match http.post(url).headers(headers).body(body).send().await {
             Ok(response) => response,
             Err(e) => return request_error(&e),
         };
@@ -263,6 +280,7 @@ impl Notifier {
             .build();
         let sent = email
             .client
+            .get_or_init(|| ses_client(&email.aws))
             .send_email()
             .from_email_address(&email.from)
             .destination(Destination::builder().to_addresses(to).build())
