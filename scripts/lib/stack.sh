@@ -5,7 +5,8 @@
 #
 #   stack_install          install PostgreSQL and PgBouncer with apt when they are missing
 #   stack_start [pool]     start both on free ports; exports STACK_* and the URLs below
-#   stack_stop             stop both and remove the data
+#   stack_replica          a streaming replica behind a PgBouncer of its own (after stack_start)
+#   stack_stop             stop everything and remove the data
 #
 # Exports: STACK_DIR, STACK_PG_PORT, STACK_BOUNCER_PORT,
 #          STACK_DIRECT_BASE  postgres://postgres@127.0.0.1:<pg port>        (append /dbname)
@@ -136,22 +137,55 @@ stack_test_env() {
     export TEST_STACK_DIR="$STACK_DIR"
 }
 
+# Another PgBouncer configured like the main one: named $1, pool size $2, in front of the
+# PostgreSQL on port $3. Prints its port.
+stack_another_bouncer() {
+    local name=$1 size=$2 server=$3 port
+    port=$(stack_free_port)
+    sed -e "s/^\* = host=127.0.0.1 port=.*/* = host=127.0.0.1 port=$server/" \
+        -e "s/^listen_port = .*/listen_port = $port/" \
+        -e "s/^default_pool_size = .*/default_pool_size = $size/" \
+        -e "s|^logfile = .*|logfile = $STACK_DIR/pgbouncer-$name.log|" \
+        -e "s|^pidfile = .*|pidfile = $STACK_DIR/pgbouncer-$name.pid|" \
+        -e "s|^unix_socket_dir = .*|unix_socket_dir =|" \
+        "$STACK_DIR/pgbouncer.ini" >"$STACK_DIR/pgbouncer-$name.ini"
+    [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR/pgbouncer-$name.ini"
+    stack_as_owner "$(stack_pgbouncer_bin)" -d "$STACK_DIR/pgbouncer-$name.ini" ||
+        { cat "$STACK_DIR/pgbouncer-$name.log" >&2; return 1; }
+    stack_wait_ready "$port" "$STACK_DIR/pgbouncer-$name.log" >&2 || return 1
+    echo "$port"
+}
+
 # A second PgBouncer on the same cluster with another pool size (the connection-ceiling test
 # uses one with 10 server connections). Exports STACK_POOL<size>_BASE.
 stack_extra_bouncer() {
     local size=$1 port
-    port=$(stack_free_port)
-    sed -e "s/^listen_port = .*/listen_port = $port/" \
-        -e "s/^default_pool_size = .*/default_pool_size = $size/" \
-        -e "s|^logfile = .*|logfile = $STACK_DIR/pgbouncer-$size.log|" \
-        -e "s|^pidfile = .*|pidfile = $STACK_DIR/pgbouncer-$size.pid|" \
-        -e "s|^unix_socket_dir = .*|unix_socket_dir =|" \
-        "$STACK_DIR/pgbouncer.ini" >"$STACK_DIR/pgbouncer-$size.ini"
-    [ "$(id -u)" = 0 ] && chown postgres: "$STACK_DIR/pgbouncer-$size.ini"
-    stack_as_owner "$(stack_pgbouncer_bin)" -d "$STACK_DIR/pgbouncer-$size.ini" ||
-        { cat "$STACK_DIR/pgbouncer-$size.log" >&2; return 1; }
-    stack_wait_ready "$port" "$STACK_DIR/pgbouncer-$size.log"
+    port=$(stack_another_bouncer "$size" "$size" "$STACK_PG_PORT")
     export "STACK_POOL${size}_BASE=postgres://postgres@127.0.0.1:$port"
+}
+
+# A streaming replica of the cluster (pg_basebackup -R: a hot standby that replays the primary's
+# WAL as it comes), behind a PgBouncer of its own configured like the main one. Databases created
+# on the primary later (each test's copy of the template) appear on it too. Exports
+# STACK_REPLICA_PORT and STACK_REPLICA_POOLED_BASE.
+stack_replica() {
+    local bin port bouncer
+    bin=$(stack_pg_bin)
+    port=$(stack_free_port)
+    stack_as_owner "$bin/pg_basebackup" -h 127.0.0.1 -p "$STACK_PG_PORT" -U postgres \
+        -D "$STACK_DIR/replica" -R -X stream -c fast >"$STACK_DIR/basebackup.log" 2>&1 ||
+        { cat "$STACK_DIR/basebackup.log" >&2; return 1; }
+    # The copied configuration names the primary's port and socket directory: later lines win.
+    cat >>"$STACK_DIR/replica/postgresql.conf" <<CONF
+port = $port
+hot_standby = on
+CONF
+    stack_as_owner "$bin/pg_ctl" -D "$STACK_DIR/replica" -l "$STACK_DIR/replica.log" -w -t 60 start >/dev/null ||
+        { cat "$STACK_DIR/replica.log" >&2; return 1; }
+    bouncer=$(stack_another_bouncer replica \
+        "$(sed -n 's/^default_pool_size = //p' "$STACK_DIR/pgbouncer.ini")" "$port")
+    export STACK_REPLICA_PORT=$port
+    export STACK_REPLICA_POOLED_BASE="postgres://postgres@127.0.0.1:$bouncer"
 }
 
 # Waits up to 5 s for a PgBouncer on port $1 to answer; if it never does, prints its log ($2)
@@ -178,6 +212,9 @@ stack_stop() {
     for pidfile in "$STACK_DIR"/pgbouncer*.pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
+    if [ -d "$STACK_DIR/replica" ]; then
+        stack_as_owner "$(stack_pg_bin)/pg_ctl" -D "$STACK_DIR/replica" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
     stack_as_owner "$(stack_pg_bin)/pg_ctl" -D "$STACK_DIR/pg" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$STACK_DIR"
 }

@@ -63,6 +63,14 @@ pub enum AuthError {
     Jwks(String),
 }
 
+/// What the caller's function does with the database: a writer makes sure the user has a row
+/// (the foreign keys need it); a reader only checks the user was not deleted.
+#[derive(Clone, Copy)]
+enum Access {
+    Write,
+    Read,
+}
+
 /// Verifies session tokens. Built once per cold start.
 pub struct Authenticator {
     keys: Keys,
@@ -175,6 +183,21 @@ impl Authenticator {
     /// note on cookies), a verified token, and a user who has not been deleted (a placeholder
     /// `user` row is made for a user the webhook has not told us about yet).
     pub async fn authenticate(&self, db: &Db, req: &Request) -> Result<UserId, ApiError> {
+        self.authenticate_for(db, req, Access::Write).await
+    }
+
+    /// The same for a function that only reads (`rollups`, perhaps on a read replica): the
+    /// deleted-user check is a read and no placeholder row is written.
+    pub async fn authenticate_reader(&self, db: &Db, req: &Request) -> Result<UserId, ApiError> {
+        self.authenticate_for(db, req, Access::Read).await
+    }
+
+    async fn authenticate_for(
+        &self,
+        db: &Db,
+        req: &Request,
+        access: Access,
+    ) -> Result<UserId, ApiError> {
         let headers = req.headers();
         let by_cookie =
             !headers.contains_key(header::AUTHORIZATION) && session_token(headers).is_some();
@@ -195,7 +218,11 @@ impl Authenticator {
         if self.recently_seen(&user) {
             return Ok(user);
         }
-        if users::ensure(db, user.as_str()).await? == UserState::Deleted {
+        let state = match access {
+            Access::Write => users::ensure(db, user.as_str()).await?,
+            Access::Read => users::check(db, user.as_str()).await?,
+        };
+        if state == UserState::Deleted {
             tracing::debug!(user = user.as_str(), "session token of a deleted user");
             return Err(ApiError::unauthorized());
         }

@@ -43,6 +43,9 @@ pub struct Config {
     pub database_url: Secret,
     /// Direct URL, for migrations only.
     pub database_url_direct: Option<Secret>,
+    /// A read-only replica (through its own pooler), for the `rollups` function; unset: the
+    /// pooled URL.
+    pub database_url_read: Option<Secret>,
     pub clerk_jwt_key: Option<Secret>,
     pub clerk_jwks_url: Option<String>,
     pub clerk_issuer: Option<String>,
@@ -52,6 +55,9 @@ pub struct Config {
     /// Readings older than this many days are refused by ingest and dropped, a month at a time,
     /// by the scheduled function (`RETENTION_DAYS`).
     pub retention_days: i32,
+    /// Hourly aggregates older than this many days are deleted (`AGGREGATE_RETENTION_DAYS`;
+    /// unset: kept forever). Never less than `retention_days`.
+    pub aggregate_retention_days: Option<i32>,
     pub limits: Limits,
     pub notify: Notify,
     /// Running in AWS Lambda itself: no development shortcuts. `AWS_LAMBDA_FUNCTION_NAME` and
@@ -140,6 +146,7 @@ impl AwsAccess {
 const KNOWN_KEYS: &[&str] = &[
     "DATABASE_URL",
     "DATABASE_URL_DIRECT",
+    "DATABASE_URL_READ",
     "CLERK_JWT_KEY",
     "CLERK_JWKS_URL",
     "CLERK_ISSUER",
@@ -147,6 +154,7 @@ const KNOWN_KEYS: &[&str] = &[
     "CLERK_WEBHOOK_SECRET",
     "OFFLINE_AFTER_SECONDS",
     "RETENTION_DAYS",
+    "AGGREGATE_RETENTION_DAYS",
     "LIMIT_DEVICES_PER_USER",
     "LIMIT_RULES_PER_DEVICE",
     "LIMIT_METRICS_PER_DEVICE",
@@ -178,6 +186,14 @@ impl Config {
             .unwrap_or(DEFAULT_OFFLINE_AFTER_SECONDS as i64);
         let retention_days =
             whole(vars, "RETENTION_DAYS", 1, 36_500)?.map_or(DEFAULT_RETENTION_DAYS, |n| n as i32);
+        let aggregate_retention_days =
+            whole(vars, "AGGREGATE_RETENTION_DAYS", 1, 36_500)?.map(|n| n as i32);
+        if aggregate_retention_days.is_some_and(|days| days < retention_days) {
+            return Err(ConfigError::Invalid {
+                name: "AGGREGATE_RETENTION_DAYS",
+                reason: "must not be less than RETENTION_DAYS (rollups of the readings kept read the aggregates)".into(),
+            });
+        }
         let default = Limits::default();
         let limit = |name, default: i32| -> Result<i32, ConfigError> {
             Ok(whole(vars, name, 1, 1_000_000)?.map_or(default, |n| n as i32))
@@ -203,6 +219,7 @@ impl Config {
         Ok(Self {
             database_url: secret("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?,
             database_url_direct: secret("DATABASE_URL_DIRECT"),
+            database_url_read: secret("DATABASE_URL_READ"),
             clerk_jwt_key: secret("CLERK_JWT_KEY"),
             clerk_jwks_url: non_empty(vars, "CLERK_JWKS_URL").map(str::to_owned),
             clerk_issuer: non_empty(vars, "CLERK_ISSUER").map(str::to_owned),
@@ -218,6 +235,7 @@ impl Config {
             clerk_webhook_secret: secret("CLERK_WEBHOOK_SECRET"),
             offline_after: Duration::from_secs(offline_after as u64),
             retention_days,
+            aggregate_retention_days,
             limits,
             notify: Notify {
                 email_from: non_empty(vars, "NOTIFY_EMAIL_FROM").map(str::to_owned),
@@ -233,6 +251,13 @@ impl Config {
         self.clerk_webhook_secret
             .as_ref()
             .ok_or(ConfigError::Missing("CLERK_WEBHOOK_SECRET"))
+    }
+
+    /// For the functions that only read (`rollups`): the replica, else the pooled URL.
+    pub fn read_url(&self) -> &Secret {
+        self.database_url_read
+            .as_ref()
+            .unwrap_or(&self.database_url)
     }
 
     /// For the migrate command: the direct URL, else the pooled one.
@@ -412,6 +437,19 @@ mod tests {
     }
 
     #[test]
+    fn reads_go_to_the_replica_when_there_is_one() {
+        let base = ("DATABASE_URL", "postgres://primary/db");
+        let config = Config::from_vars(&vars(&[base])).unwrap();
+        assert_eq!(config.read_url().expose(), "postgres://primary/db");
+        let config = Config::from_vars(&vars(&[
+            base,
+            ("DATABASE_URL_READ", "postgres://replica/db"),
+        ]))
+        .unwrap();
+        assert_eq!(config.read_url().expose(), "postgres://replica/db");
+    }
+
+    #[test]
     fn retention_defaults_to_400_days_and_a_bad_one_is_named() {
         let base = ("DATABASE_URL", "postgres://h/db");
         assert_eq!(
@@ -424,6 +462,20 @@ mod tests {
             let err = Config::from_vars(&vars(&[base, ("RETENTION_DAYS", bad)])).unwrap_err();
             assert!(err.to_string().contains("RETENTION_DAYS"), "{err}");
         }
+        assert_eq!(
+            Config::from_vars(&vars(&[base]))
+                .unwrap()
+                .aggregate_retention_days,
+            None
+        );
+        let config = Config::from_vars(&vars(&[base, ("AGGREGATE_RETENTION_DAYS", "3650")]));
+        assert_eq!(config.unwrap().aggregate_retention_days, Some(3650));
+        let err =
+            Config::from_vars(&vars(&[base, ("AGGREGATE_RETENTION_DAYS", "30")])).unwrap_err();
+        assert!(
+            err.to_string().contains("AGGREGATE_RETENTION_DAYS"),
+            "{err}"
+        );
     }
 
     #[test]

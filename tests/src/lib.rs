@@ -70,6 +70,16 @@ impl TestDb {
         ))
     }
 
+    /// This database on the streaming replica, through the replica's PgBouncer: what
+    /// `DATABASE_URL_READ` names.
+    pub fn replica_url(&self) -> Secret {
+        Secret::new(format!(
+            "{}/{}?sslmode=disable",
+            env("TEST_REPLICA_BASE"),
+            self.name
+        ))
+    }
+
     /// The direct URL, as migrations get it.
     pub fn direct_url(&self) -> Secret {
         Secret::new(format!(
@@ -119,6 +129,43 @@ impl TestDb {
         alert_eval::handle(&state, serde_json::json!({}))
             .await
             .expect("a pass")
+    }
+
+    /// The hourly aggregates of one series (device, metric), or of every series (`None`),
+    /// recomputed from the readings as ingest would have kept them: for readings inserted
+    /// directly, bypassing ingest.
+    pub async fn aggregate(&self, series: Option<(uuid::Uuid, &str)>) {
+        let (device, metric) = series.unzip();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&device, &metric];
+        const SERIES: &str =
+            "($1::uuid IS NULL OR device_id = $1) AND ($2::text IS NULL OR metric = $2)";
+        self.direct
+            .execute(
+                &format!("DELETE FROM reading_hours WHERE {SERIES}"),
+                &params,
+            )
+            .await
+            .expect("the hourly aggregates");
+        self.direct
+            .execute(
+                &format!(
+                    "INSERT INTO reading_hours
+                     SELECT device_id, metric,
+                            date_bin('1 hour', recorded_at, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
+                            count(*), sum(value), min(value), max(value),
+                            min(recorded_at), (array_agg(value ORDER BY recorded_at))[1],
+                            max(recorded_at), (array_agg(value ORDER BY recorded_at DESC))[1]
+                     FROM sensor_readings WHERE {SERIES}
+                     GROUP BY 1, 2, 3"
+                ),
+                &params,
+            )
+            .await
+            .expect("the hourly aggregates");
+        self.direct
+            .batch_execute("ANALYZE reading_hours")
+            .await
+            .expect("analyze");
     }
 
     /// A user with one device, made directly; returns the device id and its key.

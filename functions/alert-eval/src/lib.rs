@@ -73,6 +73,7 @@ pub struct State {
     pub db: Db,
     pub offline_after: Duration,
     pub retention_days: i32,
+    pub aggregate_retention_days: Option<i32>,
     pub budget: Budget,
     pub clock: Clock,
     pub notifier: Notifier,
@@ -98,6 +99,7 @@ impl State {
             db: Db::with_timeouts(&config.database_url, timeouts)?,
             offline_after: config.offline_after,
             retention_days: config.retention_days,
+            aggregate_retention_days: config.aggregate_retention_days,
             budget,
             clock,
             notifier,
@@ -122,7 +124,7 @@ pub struct Summary {
     pub notifications_sent: i64,
     pub notifications_failed: i64,
     pub notifications: Sent,
-    /// Readings of deleted devices removed in this pass.
+    /// Rows of deleted devices (readings and their hourly aggregates) removed in this pass.
     pub purged_rows: i64,
     pub duration_ms: u64,
 }
@@ -244,6 +246,13 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
     .await?;
     if let Some((created, dropped)) = partitions.filter(|&p| p != (0, 0)) {
         tracing::info!(created, dropped, "reading partitions");
+    }
+    if let Some(days) = state.aggregate_retention_days {
+        let before = now - TimeDelta::days(days.into());
+        chunked(state, "forget old hours", |tx| async move {
+            sql::forget_old_hours(&tx, before).await
+        })
+        .await?;
     }
     while in_time() {
         let purged = chunked(state, "purge", |tx| async move {

@@ -546,8 +546,8 @@ pub async fn maintain_partitions(
     Ok((row.try_get("created")?, row.try_get("dropped")?))
 }
 
-/// One chunk of a deleted device's readings (`$1` at most), oldest deletion first; the device
-/// leaves the queue with its last chunk. A device being purged by an overlapping pass is
+/// One chunk of a deleted device's readings and of its hourly aggregates (`$1` rows of each at
+/// most), oldest deletion first; the device leaves the queue with its last chunk. A device being purged by an overlapping pass is
 /// skipped, so passes share the work instead of waiting on each other.
 const PURGE: Sql = Sql::idempotent(
     "WITH queued AS (
@@ -566,18 +566,53 @@ const PURGE: Sql = Sql::idempotent(
          WHERE r.device_id = c.device_id AND r.metric = c.metric AND r.recorded_at = c.recorded_at
          RETURNING 1
      ),
+     hours AS (
+         SELECT h.device_id, h.metric, h.hour
+         FROM queued q JOIN reading_hours h ON h.device_id = q.device_id
+         LIMIT $1
+     ),
+     hours_gone AS (
+         DELETE FROM reading_hours h USING hours c
+         WHERE h.device_id = c.device_id AND h.metric = c.metric AND h.hour = c.hour
+         RETURNING 1
+     ),
      finished AS (
          DELETE FROM device_purges p USING queued q
-         WHERE p.device_id = q.device_id AND (SELECT count(*) FROM gone) < $1
+         WHERE p.device_id = q.device_id
+           AND (SELECT count(*) FROM gone) < $1 AND (SELECT count(*) FROM hours_gone) < $1
      )
-     SELECT EXISTS (SELECT 1 FROM queued) AS found, (SELECT count(*) FROM gone) AS purged",
+     SELECT EXISTS (SELECT 1 FROM queued) AS found,
+            (SELECT count(*) FROM gone) + (SELECT count(*) FROM hours_gone) AS purged",
 );
 
-/// Readings purged, or `None` when no deleted device is waiting (or all are being purged).
+/// For [`PURGE`]'s transaction only: walk the device's primary-key range and stop at the chunk.
+/// The planner cannot know which device the chunk is for, so it guesses a share of the table
+/// and, for a device that holds much of a month, picks a sequential or bitmap scan that reads
+/// the whole month (or all the device's index entries) for every chunk: a purge quadratic in
+/// the history (seen: a bitmap scan of 500,000 entries for each 10,000-row chunk).
+const WALK_THE_INDEX: Sql = Sql::idempotent(
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)",
+);
+
+/// Rows purged (readings and hours), or `None` when no deleted device is waiting (or all are
+/// being purged).
 pub async fn purge(tx: &Tx, chunk: i64) -> Result<Option<i64>, DbError> {
+    tx.execute_typed(&WALK_THE_INDEX, &[]).await?;
     let row = tx.query_typed_one(&PURGE, &[(&chunk, Type::INT8)]).await?;
     let found: bool = row.try_get("found")?;
     Ok(found.then(|| row.try_get("purged")).transpose()?)
+}
+
+/// Hourly aggregates older than `$1` (AGGREGATE_RETENTION_DAYS), a bounded number per pass.
+const FORGET_OLD_HOURS: Sql = Sql::idempotent(
+    "DELETE FROM reading_hours h
+     USING (SELECT device_id, metric, hour FROM reading_hours WHERE hour < $1 LIMIT 10000) old
+     WHERE h.device_id = old.device_id AND h.metric = old.metric AND h.hour = old.hour",
+);
+
+pub async fn forget_old_hours(tx: &Tx, before: DateTime<Utc>) -> Result<u64, DbError> {
+    tx.execute_typed(&FORGET_OLD_HOURS, &[(&before, Type::TIMESTAMPTZ)])
+        .await
 }
 
 /// What is left for the next pass: rules without a current state, and rules whose series have

@@ -75,6 +75,34 @@ const DEVICE: &str = concatcp!(
      )"
 );
 
+/// The readings this statement stored (`inserted`: metric, recorded_at, value), added to their
+/// hours' aggregates (migration V8): one upsert per (metric, hour) of the batch. Sums, counts,
+/// minima and maxima add up in any order; first/last are the values at the earliest/latest time,
+/// and no two readings of a series share a time. A data-modifying CTE runs whether or not the
+/// final `SELECT` reads it.
+const HOURS: &str = "hours AS (
+         INSERT INTO reading_hours AS h (device_id, metric, hour, count, sum, min, max,
+                                        first_at, first_value, last_at, last_value)
+         SELECT device.id, n.metric,
+                date_bin('1 hour', n.recorded_at, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
+                count(*), sum(n.value), min(n.value), max(n.value),
+                min(n.recorded_at), (array_agg(n.value ORDER BY n.recorded_at))[1],
+                max(n.recorded_at), (array_agg(n.value ORDER BY n.recorded_at DESC))[1]
+         FROM device CROSS JOIN inserted n
+         GROUP BY 1, 2, 3
+         ON CONFLICT (device_id, metric, hour) DO UPDATE SET
+             count = h.count + excluded.count,
+             sum = h.sum + excluded.sum,
+             min = least(h.min, excluded.min),
+             max = greatest(h.max, excluded.max),
+             first_at = least(h.first_at, excluded.first_at),
+             first_value = CASE WHEN excluded.first_at < h.first_at
+                                THEN excluded.first_value ELSE h.first_value END,
+             last_at = greatest(h.last_at, excluded.last_at),
+             last_value = CASE WHEN excluded.last_at > h.last_at
+                               THEN excluded.last_value ELSE h.last_value END
+     )";
+
 /// What every ingest statement answers besides its counts: the admitted device, or, when none
 /// was, whether the key names a device at all (looked up only then).
 const ADMISSION_COLUMNS: &str = concatcp!(
@@ -91,6 +119,7 @@ const ADMISSION_COLUMNS: &str = concatcp!(
 /// - [`DEVICE`] admits the request and touches the device, or writes nothing at all.
 /// - `inserted` stores the batch with `ON CONFLICT DO NOTHING`: each reading costs one probe of
 ///   the primary key, whatever the device's history.
+/// - [`HOURS`] adds what was stored to the hourly aggregates.
 /// - `refused`, only for readings that were not stored now: the value stored before this
 ///   statement (one primary-key probe each; `LIMIT 1` keeps the planner from joining the whole
 ///   history), compared as a number: duplicate or conflict. No value visible means another
@@ -98,8 +127,11 @@ const ADMISSION_COLUMNS: &str = concatcp!(
 ///   device): "unknown", which the caller looks up with [`stored_values`].
 ///
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
-/// limit, `$8` the batch's distinct metrics; not admitted → `device_id` NULL. Safe to repeat: a
-/// repeat finds its own readings stored and calls them duplicates (and takes another token).
+/// limit, `$8` the batch's distinct metrics, `$9`/`$10` its earliest and latest time (redundant
+/// in the lookups, but what lets the planner keep only the batch's months of the partitioned
+/// table instead of planning a probe of every month); not admitted → `device_id` NULL. Safe to
+/// repeat: a repeat finds its own readings stored and calls them duplicates (and takes another
+/// token).
 pub const INGEST: Sql = Sql::idempotent(concatcp!(
     "WITH ",
     INPUT,
@@ -114,8 +146,11 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
          CROSS JOIN input i
          ORDER BY i.ord
          ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
-         RETURNING metric, recorded_at
+         RETURNING metric, recorded_at, value
      ),
+     ",
+    HOURS,
+    ",
      refused AS (
          SELECT i.ord, i.value = stored.value AS same
          FROM device
@@ -123,6 +158,7 @@ pub const INGEST: Sql = Sql::idempotent(concatcp!(
          LEFT JOIN LATERAL (
              SELECT r.value FROM sensor_readings r
              WHERE r.device_id = device.id AND r.metric = i.metric AND r.recorded_at = i.recorded_at
+               AND r.recorded_at BETWEEN $9 AND $10
              LIMIT 1
          ) stored ON true
          WHERE NOT EXISTS (
@@ -169,6 +205,7 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
          CROSS JOIN LATERAL (
              SELECT r.value FROM sensor_readings r
              WHERE r.device_id = device.id AND r.metric = i.metric AND r.recorded_at = i.recorded_at
+               AND r.recorded_at BETWEEN $9 AND $10
              LIMIT 1
          ) s
          WHERE i.ord = i.first_ord
@@ -183,6 +220,9 @@ pub const INGEST_WITH_REPEATS: Sql = Sql::idempotent(concatcp!(
          ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
          RETURNING metric, recorded_at, value
      ),
+     ",
+    HOURS,
+    ",
      verdict AS (
          SELECT i.ord,
                 CASE
@@ -263,6 +303,8 @@ pub async fn ingest(
     let metrics: Vec<&str> = readings.iter().map(|r| r.metric.as_str()).collect();
     let values: Vec<Decimal> = readings.iter().map(|r| r.value).collect();
     let times: Vec<DateTime<Utc>> = readings.iter().map(|r| r.recorded_at).collect();
+    let earliest = times.iter().min();
+    let latest = times.iter().max();
     let mut seen = std::collections::HashSet::new();
     let distinct: Vec<&str> = metrics
         .iter()
@@ -288,6 +330,8 @@ pub async fn ingest(
         (&limits.ingest_burst_per_device, Type::FLOAT8),
         (&limits.metrics_per_device, Type::INT4),
         (&distinct, Type::TEXT_ARRAY),
+        (&earliest, Type::TIMESTAMPTZ),
+        (&latest, Type::TIMESTAMPTZ),
     ];
     let row = db.query_typed_one(statement, params).await?;
     if let Some(device_id) = row.try_get("device_id")? {

@@ -32,7 +32,8 @@ pub struct State {
 impl State {
     pub fn new(config: &Config) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         Ok(Self {
-            db: Db::new(&config.database_url)?,
+            // The replica when there is one: everything here reads.
+            db: Db::new(config.read_url())?,
             auth: Authenticator::from_config(config)?,
         })
     }
@@ -52,7 +53,7 @@ pub const ROUTES: &http::Routes = &[
 
 async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
     let (route, params) = http::route(ROUTES, req)?;
-    let caller = state.auth.authenticate(&state.db, req).await?;
+    let caller = state.auth.authenticate_reader(&state.db, req).await?;
     let device = Uuid::parse_str(&params[0]).map_err(|_| ApiError::not_found())?;
     match route {
         "/v1/devices/{id}/rollups" => rollups(&state.db, &caller, device, req).await,
@@ -62,7 +63,8 @@ async fn route(state: &State, req: &Request) -> Result<Response, ApiError> {
     }
 }
 
-/// The bucket sizes, as the query parameter names them.
+/// The bucket sizes, as the query parameter names them. Buckets are aligned to UTC: days at
+/// midnight, weeks at Monday midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
     M1,
@@ -71,10 +73,23 @@ pub enum Bucket {
     H1,
     H6,
     D1,
+    W1,
 }
 
+/// 1970-01-05T00:00Z, a Monday, in microseconds: the origin every bucket is aligned to (the
+/// smaller sizes divide a day, so for them it is the same as midnight of any day).
+const MONDAY_MICROS: i64 = 4 * 86_400 * 1_000_000;
+
 impl Bucket {
-    pub const ALL: [Bucket; 6] = [Self::M1, Self::M5, Self::M15, Self::H1, Self::H6, Self::D1];
+    pub const ALL: [Bucket; 7] = [
+        Self::M1,
+        Self::M5,
+        Self::M15,
+        Self::H1,
+        Self::H6,
+        Self::D1,
+        Self::W1,
+    ];
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|b| b.name() == text)
@@ -88,6 +103,7 @@ impl Bucket {
             Self::H1 => "1h",
             Self::H6 => "6h",
             Self::D1 => "1d",
+            Self::W1 => "1w",
         }
     }
 
@@ -99,6 +115,7 @@ impl Bucket {
             Self::H1 => 3600,
             Self::H6 => 6 * 3600,
             Self::D1 => 86_400,
+            Self::W1 => 7 * 86_400,
         }
     }
 
@@ -106,15 +123,21 @@ impl Bucket {
     pub fn start_of(self, t: DateTime<Utc>) -> DateTime<Utc> {
         let size = self.seconds() * 1_000_000;
         let micros = t.timestamp_micros();
-        DateTime::from_timestamp_micros(micros - micros.rem_euclid(size)).unwrap_or(t)
+        DateTime::from_timestamp_micros(micros - (micros - MONDAY_MICROS).rem_euclid(size))
+            .unwrap_or(t)
     }
 
     /// How many buckets [from, to) touches.
     pub fn count(self, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
         let size = self.seconds() * 1_000_000;
-        let last = (to.timestamp_micros() - 1).div_euclid(size);
-        let first = from.timestamp_micros().div_euclid(size);
+        let last = (to.timestamp_micros() - 1 - MONDAY_MICROS).div_euclid(size);
+        let first = (from.timestamp_micros() - MONDAY_MICROS).div_euclid(size);
         last - first + 1
+    }
+
+    /// Answered from the hourly aggregates: a whole number of hours.
+    pub fn from_hours(self) -> bool {
+        self.seconds() % 3600 == 0
     }
 }
 
@@ -198,7 +221,7 @@ async fn rollups(
     let bucket = match http::query_param(req, "bucket") {
         None => Bucket::H1,
         Some(text) => Bucket::parse(&text).ok_or_else(|| {
-            ApiError::validation("bucket", "bucket is one of 1m, 5m, 15m, 1h, 6h, 1d")
+            ApiError::validation("bucket", "bucket is one of 1m, 5m, 15m, 1h, 6h, 1d, 1w")
         })?,
     };
     let (from, to) = range(req)?;
@@ -418,6 +441,19 @@ mod tests {
             Bucket::M1.start_of(t("1969-12-31T23:59:30Z")),
             t("1969-12-31T23:59:00Z")
         );
+        // Weeks start on Monday at midnight UTC (2026-11-23 is a Monday).
+        assert_eq!(
+            Bucket::W1.start_of(t("2026-11-29T23:59:59Z")),
+            t("2026-11-23T00:00:00Z")
+        );
+        assert_eq!(
+            Bucket::W1.start_of(t("2026-11-30T00:00:00Z")),
+            t("2026-11-30T00:00:00Z")
+        );
+        assert_eq!(
+            Bucket::W1.start_of(t("1970-01-01T00:00:00Z")),
+            t("1969-12-29T00:00:00Z")
+        );
     }
 
     #[test]
@@ -432,6 +468,11 @@ mod tests {
         assert_eq!(
             Bucket::M1.count(t("2026-11-19T00:00:00Z"), t("2026-11-26T00:00:00Z")),
             10_080
+        );
+        // Sunday to Tuesday touches two weeks.
+        assert_eq!(
+            Bucket::W1.count(t("2026-11-29T00:00:00Z"), t("2026-12-01T00:00:00Z")),
+            2
         );
     }
 

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use shared::auth::UserId;
-use shared::db::{Db, DbError, Sql};
+use shared::db::{Db, DbError, Param, Sql};
 use shared::domain::Metric;
 use shared::paging::PageRequest;
 use tokio_postgres::Row;
@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::{Bucket, Point, Reading, ReadingCursor};
 
 /// Buckets of `$4` (whole seconds, so bucket arithmetic is absolute whatever the session time
-/// zone) aligned to UTC (`date_bin` from 2000-01-01T00:00Z, a midnight), over [`$5`, `$6`).
+/// zone) aligned to UTC (`date_bin` from 2000-01-03T00:00Z, a Monday midnight), over [`$5`, `$6`),
+/// from the raw readings: the buckets under an hour (see [`ROLLUP_FROM_HOURS`] for the others).
 ///
 /// - `span`: the first and last reading in range, two primary-key probes; no readings, no buckets.
 /// - `buckets`: one primary-key range scan per bucket between them, aggregated on its own. The
@@ -47,7 +48,7 @@ pub const ROLLUP: Sql = Sql::idempotent(
          FROM device
          CROSS JOIN span
          CROSS JOIN generate_series(
-             date_bin($4::interval, span.first_at, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+             date_bin($4::interval, span.first_at, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
              span.last_at, $4::interval) AS g(t)
          CROSS JOIN LATERAL (
              SELECT count(*) AS n, min(r.value) AS min, max(r.value) AS max, sum(r.value) AS sum,
@@ -107,25 +108,83 @@ const READINGS_OF_ALL: Sql = Sql::idempotent(
 );
 
 /// The newest reading of each metric without reading the history: the device row lists its
-/// metrics (`metrics`, kept by ingest), and each gets one backwards probe of the primary key,
-/// which walks the monthly partitions newest first and stops at the first that holds one. (A
-/// metric whose readings are all past retention has none: it is left out.)
+/// metrics (`metrics`, kept by ingest), and for each, the newest hour of its hourly aggregates
+/// holds the newest reading (`last_at`, `last_value`: exact, kept by ingest with every reading
+/// it stores). One backwards probe of that small table's primary key per metric; the readings
+/// themselves, and their months, are not touched. (Aggregates outlive the readings' retention,
+/// so a metric silent for longer than that still shows its last reading.)
 pub const LATEST: Sql = Sql::idempotent(
     "SELECT l.metric, l.value, l.recorded_at
      FROM devices d
      LEFT JOIN LATERAL (
-         SELECT m.metric, newest.value::text AS value, newest.recorded_at
+         SELECT m.metric, newest.last_value::text AS value, newest.last_at AS recorded_at
          FROM unnest(d.metrics) AS m(metric)
          CROSS JOIN LATERAL (
-             SELECT r.value, r.recorded_at FROM sensor_readings r
-             WHERE r.device_id = d.id AND r.metric = m.metric
-             ORDER BY r.recorded_at DESC
+             SELECT h.last_value, h.last_at FROM reading_hours h
+             WHERE h.device_id = d.id AND h.metric = m.metric
+             ORDER BY h.hour DESC
              LIMIT 1
          ) newest
      ) l ON true
      WHERE d.id = $1 AND d.owner_id = $2
      ORDER BY l.metric",
 );
+
+/// Buckets of `$4` whole hours (`1h` and up; weeks from Monday) over [`$5`, `$6`), from the
+/// hourly aggregates (migration V8) for the whole hours in [`$7`, `$8`), and from the raw
+/// readings for the partial hours at either end, [`$5`, `$7`) and [`$8`, `$6`) (less than an
+/// hour each; `$7` = `$8` = `$6` when the range holds no whole hour). Each part is a range of a
+/// primary key; the buckets merge them exactly: counts and sums add, minima and maxima compare,
+/// `first`/`last` are the values at the earliest/latest time. So a year of daily points reads
+/// 8,760 hour rows, not every reading, and gives the numbers the readings give.
+pub const ROLLUP_FROM_HOURS: Sql = Sql::idempotent(
+    "WITH device AS (
+         SELECT id FROM devices WHERE id = $1 AND owner_id = $2
+     ),
+     parts AS (
+         SELECT h.hour AS at, h.count, h.sum, h.min, h.max,
+                h.first_at, h.first_value, h.last_at, h.last_value
+         FROM device JOIN reading_hours h
+           ON h.device_id = device.id AND h.metric = $3 AND h.hour >= $7 AND h.hour < $8
+         UNION ALL
+         SELECT r.recorded_at, 1, r.value, r.value, r.value,
+                r.recorded_at, r.value, r.recorded_at, r.value
+         FROM device JOIN sensor_readings r
+           ON r.device_id = device.id AND r.metric = $3 AND r.recorded_at >= $5 AND r.recorded_at < $7
+         UNION ALL
+         SELECT r.recorded_at, 1, r.value, r.value, r.value,
+                r.recorded_at, r.value, r.recorded_at, r.value
+         FROM device JOIN sensor_readings r
+           ON r.device_id = device.id AND r.metric = $3 AND r.recorded_at >= $8 AND r.recorded_at < $6
+     ),
+     buckets AS (
+         SELECT date_bin($4::interval, p.at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS t,
+                sum(p.count)::int8 AS n, min(p.min) AS min, max(p.max) AS max, sum(p.sum) AS sum,
+                (array_agg(p.first_value ORDER BY p.first_at))[1] AS first,
+                (array_agg(p.last_value ORDER BY p.last_at DESC))[1] AS last
+         FROM parts p
+         GROUP BY 1
+     )
+     SELECT b.t, b.n AS count, b.min::text AS min, b.max::text AS max,
+            trim_scale(round(b.sum::numeric(1000, 40) / b.n, 12))::text AS avg, b.sum::text AS sum,
+            b.first::text AS first, b.last::text AS last
+     FROM device
+     LEFT JOIN buckets b ON true
+     ORDER BY b.t",
+);
+
+/// The whole hours of [from, to) as [start, end), or `None` when it holds none.
+fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let hour = Bucket::H1;
+    let first = hour.start_of(from);
+    let start = if first == from {
+        from
+    } else {
+        first + chrono::TimeDelta::hours(1)
+    };
+    let end = hour.start_of(to);
+    (start < end).then_some((start, end))
+}
 
 /// The points of one metric's rollup; `None` when the device is not the caller's.
 pub async fn rollup(
@@ -136,19 +195,25 @@ pub async fn rollup(
     bucket: Bucket,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<Option<Vec<Point>>, DbError> {
-    let rows = db
-        .query_typed(
-            &ROLLUP,
-            &[
-                (&device, Type::UUID),
-                (&owner.as_str(), Type::TEXT),
-                (&metric.as_str(), Type::TEXT),
-                (&format!("{} seconds", bucket.seconds()), Type::TEXT),
-                (&from, Type::TIMESTAMPTZ),
-                (&to, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await?;
+    let size = format!("{} seconds", bucket.seconds());
+    let (hours_from, hours_to) = whole_hours(from, to).unwrap_or((to, to));
+    let (owner, metric) = (owner.as_str(), metric.as_str());
+    let mut params: Vec<Param<'_>> = vec![
+        (&device, Type::UUID),
+        (&owner, Type::TEXT),
+        (&metric, Type::TEXT),
+        (&size, Type::TEXT),
+        (&from, Type::TIMESTAMPTZ),
+        (&to, Type::TIMESTAMPTZ),
+    ];
+    let statement = if bucket.from_hours() {
+        params.push((&hours_from, Type::TIMESTAMPTZ));
+        params.push((&hours_to, Type::TIMESTAMPTZ));
+        &ROLLUP_FROM_HOURS
+    } else {
+        &ROLLUP
+    };
+    let rows = db.query_typed(statement, &params).await?;
     if rows.is_empty() {
         return Ok(None);
     }

@@ -28,6 +28,16 @@ pub async fn ensure(db: &Db, user_id: &str) -> Result<UserState, DbError> {
     .await
 }
 
+/// Whether a signed-in user may read: not deleted. Writes nothing, so it works on a read replica
+/// (a user without a row yet owns nothing to read).
+pub async fn check(db: &Db, user_id: &str) -> Result<UserState, DbError> {
+    Ok(if sql::is_tombstoned(db, user_id).await? {
+        UserState::Deleted
+    } else {
+        UserState::Active
+    })
+}
+
 /// The second half of every creation: on a fresh snapshot, a tombstone wins over the row.
 pub async fn drop_if_tombstoned(tx: &Tx, user_id: &str) -> Result<UserState, DbError> {
     Ok(if sql::drop_if_tombstoned(tx, user_id).await? {

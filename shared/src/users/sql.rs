@@ -3,7 +3,7 @@
 
 use tokio_postgres::types::Type;
 
-use crate::db::{DbError, Sql, Tx};
+use crate::db::{Db, DbError, Sql, Tx};
 
 /// A placeholder row (id only, `updated_at` NULL) so foreign keys resolve before the webhook
 /// has told us about the user; the webhook fills it in later. Nothing for a tombstoned id.
@@ -18,6 +18,17 @@ pub async fn insert_placeholder(tx: &Tx, user_id: &str) -> Result<(), DbError> {
     tx.execute_typed(&INSERT_PLACEHOLDER, &[(&user_id, Type::TEXT)])
         .await?;
     Ok(())
+}
+
+const IS_TOMBSTONED: Sql =
+    Sql::idempotent("SELECT EXISTS (SELECT 1 FROM user_tombstones WHERE id = $1) AS tombstoned");
+
+/// Whether the user was deleted (a read: works on a replica).
+pub async fn is_tombstoned(db: &Db, user_id: &str) -> Result<bool, DbError> {
+    let row = db
+        .query_typed_one(&IS_TOMBSTONED, &[(&user_id, Type::TEXT)])
+        .await?;
+    Ok(row.try_get("tombstoned")?)
 }
 
 const DROP_IF_TOMBSTONED: Sql = Sql::idempotent(

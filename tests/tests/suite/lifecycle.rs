@@ -238,6 +238,22 @@ async fn a_deleted_device_is_gone_at_once_and_its_readings_are_purged_in_chunks(
     let (other, other_key) = test.device(OWNER).await;
     history(&test, device, "t", 120_000).await;
     history(&test, other, "t", 1_000).await;
+    test.aggregate(None).await;
+    let hours_of = |device: Uuid| {
+        let test = &test;
+        async move {
+            test.direct
+                .query_one(
+                    "SELECT count(*) FROM reading_hours WHERE device_id = $1",
+                    &[&device],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let (hours, other_hours) = (hours_of(device).await, hours_of(other).await);
+    assert!(hours > 300 && other_hours > 0, "{hours} {other_hours}");
 
     let path = format!("/v1/devices/{device}");
     let (status, _) = functions
@@ -282,8 +298,10 @@ async fn a_deleted_device_is_gone_at_once_and_its_readings_are_purged_in_chunks(
         pass_at(&test, now, "400", budget),
         pass_at(&test, now, "400", budget)
     );
-    assert_eq!(a.purged_rows + b.purged_rows, 120_000);
+    assert_eq!(a.purged_rows + b.purged_rows, 120_000 + hours);
     assert_eq!(readings_of(&test, device).await, 0);
+    assert_eq!(hours_of(device).await, 0);
+    assert_eq!(hours_of(other).await, other_hours);
     assert_eq!(test.count("device_purges").await, 0);
     // Nothing else was touched.
     assert_eq!(readings_of(&test, other).await, 1_000);

@@ -20,5 +20,6 @@ mod limits;
 mod logs;
 mod migrations;
 mod notifications;
+mod replica;
 mod rollups;
 mod routes;

@@ -17,6 +17,7 @@ async fn applying_twice_is_a_no_op() {
             "V5__device_keys_and_limits",
             "V6__notifications",
             "V7__reading_partitions_and_purges",
+            "V8__hourly_aggregates",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -78,7 +79,8 @@ async fn limit_counters_are_carried_over_from_existing_data() {
         [
             "V5__device_keys_and_limits",
             "V6__notifications",
-            "V7__reading_partitions_and_purges"
+            "V7__reading_partitions_and_purges",
+            "V8__hourly_aggregates"
         ]
     );
     let row = test
@@ -118,6 +120,7 @@ async fn partitioning_keeps_every_reading() {
         .await
         .unwrap();
     let key = shared::domain::DeviceKey::generate();
+    // (V8 then sums them up by hour: checked at the end.)
     test.direct
         .execute(
             r#"WITH u AS (INSERT INTO "user" (id) VALUES ('user_old')),
@@ -143,7 +146,10 @@ async fn partitioning_keeps_every_reading() {
     };
     let before = of(test.direct.query_one(summary, &[]).await.unwrap());
     let applied = shared::migrate::run(&test.direct_url()).await.unwrap();
-    assert_eq!(applied, ["V7__reading_partitions_and_purges"]);
+    assert_eq!(
+        applied,
+        ["V7__reading_partitions_and_purges", "V8__hourly_aggregates"]
+    );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());
     assert_eq!(after, before);
     assert_eq!(after.0, 50_100);
@@ -189,6 +195,37 @@ async fn partitioning_keeps_every_reading() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(test.count("sensor_readings").await, 50_102);
+
+    // V8 summed up every stored reading by hour (the direct insert above bypassed ingest, so
+    // its hour is missing; ingest's reading is in its hour).
+    let row = test
+        .direct
+        .query_one(
+            "SELECT sum(count)::int8, sum(sum)::text,
+                    (SELECT first_value::text FROM reading_hours
+                     WHERE metric = 'a' ORDER BY hour LIMIT 1)
+             FROM reading_hours",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 50_101);
+    let stored_sum: String = test
+        .direct
+        .query_one(
+            "SELECT sum(value)::text FROM sensor_readings
+             WHERE recorded_at < date_trunc('month', now(), 'UTC') + interval '1 month'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(row.get::<_, String>(1), stored_sum);
+    assert_eq!(
+        row.get::<_, String>(2),
+        "1",
+        "the first reading of the first hour"
+    );
 }
 
 /// One user with one device, one reading, one rule and one firing alert.

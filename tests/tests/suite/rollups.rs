@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tests::Expect::{BadParam, Invalid, NotFound, Unauthorized, WrongMethod};
 use tests::{Event, Functions, TestDb, body_json, check_refusals};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 const OWNER: &str = "user_owner";
@@ -149,8 +149,11 @@ async fn rollups_equal_a_recomputation_on_random_data() {
             sent.push((metric, value, at));
         }
     }
-    f.ingest(&sent).await;
-    // Re-send a random third: duplicates change nothing.
+    // Two thirds first, then the rest late (older and newer than what is there, into hours
+    // that already have aggregates), then a random third again: duplicates change nothing.
+    let (early, late): (Vec<_>, Vec<_>) = sent.iter().cloned().partition(|_| rng.u8(..3) != 0);
+    f.ingest(&early).await;
+    f.ingest(&late).await;
     let again: Vec<_> = sent.iter().filter(|_| rng.u8(..3) == 0).cloned().collect();
     f.ingest(&again).await;
 
@@ -200,6 +203,67 @@ async fn rollups_equal_a_recomputation_on_random_data() {
         assert_eq!(body["bucket"], bucket.name());
         assert_eq!(body["device_id"], f.device.to_string());
     }
+}
+
+/// Ingests of one device take turns on its row, and each adds exactly what it stored to the
+/// hour's aggregate: 8 clients, each with its own connection, sending into the same hour at once
+/// (some readings twice) add up to the readings stored.
+#[tokio::test]
+async fn concurrent_batches_into_one_hour_add_up_in_its_aggregate() {
+    let f = fixture().await;
+    let start = t("2026-11-25T10:00:00Z");
+    let clients = (0..8i64).map(|c| {
+        let state = ingest::State::new(&f.test.config(&[("INGEST_RATE_PER_DEVICE", "0")])).unwrap();
+        let key = f.key.clone();
+        async move {
+            for round in 0..10i64 {
+                // Each client's readings are its own; rounds 5.. repeat round 0..5's (duplicates).
+                let k = round % 5;
+                let readings: Vec<Value> = (0..20i64)
+                    .map(|i| {
+                        let n = (k * 20 + i) * 8 + c;
+                        json!({"metric": "t", "value": Decimal::new(n * 7 - 300, 1).to_string(),
+                               "recorded_at": rfc(start + Duration::seconds(n))})
+                    })
+                    .collect();
+                let event = Event::load("ingest")
+                    .header("authorization", &format!("Bearer {key}"))
+                    .json_body(&json!({ "readings": readings }));
+                let response = ingest::handle(&state, event.request()).await;
+                assert_eq!(response.status(), 200, "{}", body_json(&response));
+            }
+        }
+    });
+    futures::future::join_all(clients).await;
+
+    let n = 5 * 20 * 8;
+    let values: Vec<Decimal> = (0..n).map(|n| Decimal::new(n * 7 - 300, 1)).collect();
+    let (status, body) = f
+        .get(
+            "rollups",
+            &format!(
+                "metric=t&bucket=1h&from={}&to={}",
+                q(start),
+                q(start + Duration::hours(1))
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let point = &body["points"][0];
+    assert_eq!(point["count"], n);
+    assert_eq!(dec(&point["sum"]), values.iter().sum::<Decimal>());
+    assert_eq!(dec(&point["min"]), values[0]);
+    assert_eq!(dec(&point["max"]), values[values.len() - 1]);
+    assert_eq!(dec(&point["first"]), values[0]);
+    assert_eq!(dec(&point["last"]), values[values.len() - 1]);
+    let stored: i64 = f
+        .test
+        .direct
+        .query_one("SELECT count FROM reading_hours", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, n);
 }
 
 #[tokio::test]
@@ -578,6 +642,21 @@ async fn bad_parameters_are_refused() {
     assert_eq!(body["to"], "2026-11-26T10:00:00Z");
 }
 
+/// The plan of a statement with these parameters, one line per node.
+async fn plan(
+    db: &tokio_postgres::Client,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> String {
+    db.query_typed(&format!("EXPLAIN (COSTS OFF) {sql}"), params)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test]
 async fn rollups_and_latest_use_the_index_on_a_large_table() {
     let f = fixture().await;
@@ -597,54 +676,74 @@ async fn rollups_and_latest_use_the_index_on_a_large_table() {
         .await
         .unwrap();
     assert!(f.test.count("sensor_readings").await >= 1_000_000);
-    let explain = |sql: &str| format!("EXPLAIN (COSTS OFF) {sql}");
-    let rollup_plan: Vec<String> = f
-        .test
-        .direct
-        .query_typed(
-            &explain(rollups::sql::ROLLUP.text()),
-            &[
-                (&f.device, Type::UUID),
-                (&OWNER, Type::TEXT),
-                (&"m3", Type::TEXT),
-                (&"3600 seconds", Type::TEXT),
-                (&t("2026-11-01T00:00:00Z"), Type::TIMESTAMPTZ),
-                (&t("2026-11-08T00:00:00Z"), Type::TIMESTAMPTZ),
-            ],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let latest_plan: Vec<String> = f
-        .test
-        .direct
-        .query_typed(
-            &explain(rollups::sql::LATEST.text()),
-            &[(&f.device, Type::UUID), (&OWNER, Type::TEXT)],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for plan in [rollup_plan.join("\n"), latest_plan.join("\n")] {
-        assert!(
-            !plan.contains("Seq Scan on sensor_readings_2026_11"),
-            "{plan}"
-        );
-        assert!(plan.contains("_pkey on sensor_readings_2026_11"), "{plan}");
-    }
-    // Only the range's month is read; `latest` walks the months newest first (an ordered
-    // Append, not a merge of every month).
-    let rollup_plan = rollup_plan.join("\n");
+    f.test.aggregate(None).await;
+    let db = &f.test.direct;
+    let (week, metric, hour) = (
+        (t("2026-11-01T00:00:00Z"), t("2026-11-08T00:00:00Z")),
+        "m3",
+        "3600 seconds",
+    );
+    let rollup_plan = plan(
+        db,
+        rollups::sql::ROLLUP.text(),
+        &[
+            (&f.device, Type::UUID),
+            (&OWNER, Type::TEXT),
+            (&metric, Type::TEXT),
+            (&hour, Type::TEXT),
+            (&week.0, Type::TIMESTAMPTZ),
+            (&week.1, Type::TIMESTAMPTZ),
+        ],
+    )
+    .await;
+    let latest_plan = plan(
+        db,
+        rollups::sql::LATEST.text(),
+        &[(&f.device, Type::UUID), (&OWNER, Type::TEXT)],
+    )
+    .await;
+    // A week of hourly points from the aggregates, the range starting and ending mid-hour: the
+    // hours' primary key, and the raw readings only for the partial hours at the ends.
+    let half = chrono::TimeDelta::minutes(30);
+    let hours_plan = plan(
+        db,
+        rollups::sql::ROLLUP_FROM_HOURS.text(),
+        &[
+            (&f.device, Type::UUID),
+            (&OWNER, Type::TEXT),
+            (&metric, Type::TEXT),
+            (&hour, Type::TEXT),
+            (&(week.0 + half), Type::TIMESTAMPTZ),
+            (&(week.1 + half), Type::TIMESTAMPTZ),
+            (&(week.0 + half + half), Type::TIMESTAMPTZ),
+            (&week.1, Type::TIMESTAMPTZ),
+        ],
+    )
+    .await;
+    assert!(
+        hours_plan.contains("using reading_hours_pkey"),
+        "{hours_plan}"
+    );
+    assert!(!hours_plan.contains("Seq Scan"), "{hours_plan}");
+    assert!(
+        !rollup_plan.contains("Seq Scan on sensor_readings_2026_11"),
+        "{rollup_plan}"
+    );
+    assert!(
+        rollup_plan.contains("_pkey on sensor_readings_2026_11"),
+        "{rollup_plan}"
+    );
+    // Only the range's month is read.
     assert!(
         !rollup_plan.contains("sensor_readings_2026_10"),
         "{rollup_plan}"
     );
-    let latest_plan = latest_plan.join("\n");
-    assert!(!latest_plan.contains("Merge Append"), "{latest_plan}");
+    // `latest`: one probe of the hours' primary key per metric, no readings at all.
+    assert!(
+        latest_plan.contains("Index Scan Backward using reading_hours_pkey"),
+        "{latest_plan}"
+    );
+    assert!(!latest_plan.contains("sensor_readings"), "{latest_plan}");
     // And the answers are right on that table.
     let (_, body) = f.get("latest", "").await;
     assert_eq!(body["metrics"].as_array().unwrap().len(), 10);

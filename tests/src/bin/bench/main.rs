@@ -34,6 +34,8 @@ struct Sizes {
     scale: Scale,
     /// Readings already stored for the ingest device.
     history: i64,
+    /// A year of readings of one series, for the year of daily points.
+    year_readings: i64,
     /// Rows in the readings table for the rollup and latest figures.
     table: i64,
     /// Readings per metric of the `/latest` device (10 metrics).
@@ -55,6 +57,7 @@ impl Sizes {
             Scale::Tiny => Self {
                 scale,
                 history: 20_000,
+                year_readings: 8_760,
                 table: 100_000,
                 latest_per_metric: 1_000,
                 rules: 200,
@@ -69,6 +72,7 @@ impl Sizes {
             Scale::Small => Self {
                 scale,
                 history: 1_000_000,
+                year_readings: 525_600,
                 table: 1_000_000,
                 latest_per_metric: 100_000,
                 rules: 10_000,
@@ -83,6 +87,7 @@ impl Sizes {
             Scale::Large => Self {
                 scale,
                 history: 1_000_000,
+                year_readings: 3_153_600,
                 table: 10_000_000,
                 latest_per_metric: 100_000,
                 rules: 100_000,
@@ -333,22 +338,37 @@ fn machine() -> String {
 }
 
 /// `n` readings of one metric for `device`, 10 s apart from `start`, generated in the server
-/// (their months' partitions made first), and the metric on the device's list as ingest keeps it.
+/// (their months' partitions made first), with the hourly aggregates and the device's list of
+/// metrics as ingest would have kept them.
 async fn fill(test: &TestDb, device: uuid::Uuid, metric: &str, n: i64, start: &str) {
+    fill_every(test, device, metric, n, start, 10).await;
+}
+
+/// The same, `every` seconds apart.
+async fn fill_every(
+    test: &TestDb,
+    device: uuid::Uuid,
+    metric: &str,
+    n: i64,
+    start: &str,
+    every: i64,
+) {
+    let every = format!("{every} seconds");
     test.direct
         .execute(
             "SELECT create_reading_partitions($1::text::timestamptz,
-                                              $1::text::timestamptz + $2::int8 * interval '10 seconds')",
-            &[&start, &n],
+                                              $1::text::timestamptz + $2::int8 * $3::text::interval)",
+            &[&start, &n, &every],
         )
         .await
         .expect("partitions");
     test.direct
         .execute(
             "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
-             SELECT $1, $2, round((g % 1000)::numeric / 10, 1), $4::text::timestamptz + g * interval '10 seconds'
+             SELECT $1, $2, round((g % 1000)::numeric / 10, 1),
+                    $4::text::timestamptz + g * $5::text::interval
              FROM generate_series(0, $3::int8 - 1) g",
-            &[&device, &metric, &n, &start],
+            &[&device, &metric, &n, &start, &every],
         )
         .await
         .expect("generate readings");
@@ -359,6 +379,7 @@ async fn fill(test: &TestDb, device: uuid::Uuid, metric: &str, n: i64, start: &s
         )
         .await
         .expect("the device's metrics");
+    test.aggregate(Some((device, metric))).await;
 }
 
 async fn analyze(test: &TestDb) {

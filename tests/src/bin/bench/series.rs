@@ -6,7 +6,7 @@ use shared::db::Sql;
 use tests::{Event, TestDb};
 use tokio_postgres::types::Type;
 
-use crate::{Report, Samples, Sizes, analyze, fill, ms, session_token};
+use crate::{Report, Samples, Sizes, analyze, fill, fill_every, ms, session_token};
 
 pub async fn figures(sizes: &Sizes, report: &mut Report) {
     eprintln!(
@@ -130,6 +130,45 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         Some((ms(range_floor), ratio)),
         "ratio <= 1.5",
         Some(ratio <= 1.5),
+    );
+
+    // A year of daily points (from the hourly aggregates), beside the week of hourly ones.
+    let (year_device, _) = test.device("user_bench").await;
+    let every = 365 * 86_400 / sizes.year_readings;
+    fill_every(
+        &test,
+        year_device,
+        "temperature",
+        sizes.year_readings,
+        "2025-12-01T00:00:00Z",
+        every,
+    )
+    .await;
+    analyze(&test).await;
+    let year_path = format!("/v1/devices/{year_device}/rollups");
+    let year = "metric=temperature&bucket=1d&from=2025-12-01T00:00:00Z&to=2026-12-01T00:00:00Z";
+    let response = rollups::handle(&state, get(year_path.clone(), year)).await;
+    assert_eq!(response.status(), 200);
+    let mut samples = Samples::default();
+    for _ in 0..sizes.repetitions {
+        let response = samples
+            .time(rollups::handle(&state, get(year_path.clone(), year)))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let year = samples.median();
+    let ratio = year.as_secs_f64() / rollup.as_secs_f64();
+    eprintln!(
+        "bench: a year of {} readings, one every {every} s",
+        sizes.year_readings
+    );
+    report.add(
+        "rollup_365d_1d_ms",
+        ms(year),
+        "ms (p50)",
+        Some((ms(rollup), ratio)),
+        "<= 3x rollup_7d_1h_ms",
+        Some(ratio <= 3.0),
     );
     let (latest, probe) = (latest.median(), probe.median());
     let ratio = latest.as_secs_f64() / probe.as_secs_f64();
