@@ -3,9 +3,9 @@
 -- afterwards, in bounded chunks, by the scheduled function (functions/alert-eval).
 --
 -- Why monthly: at the default retention (400 days) that is 14 live partitions. Each query that
--- names a time range reads only its months (pruned when planned); the one that cannot, the newest
--- reading of a metric, walks the partitions newest first and stops at the first that has one (an
--- ordered Append, possible because there is no default partition). Fewer partitions keep the
+-- names a time range reads only its months (pruned when planned); one that cannot but walks the
+-- time order (newest first) stops at the first month that has a row (an ordered Append, possible
+-- because there is no default partition). Fewer partitions keep the
 -- planning of every statement cheap (ingest plans afresh on every request); the price is that a
 -- reading outlives the retention horizon by up to one month, until its whole month is past it.
 
@@ -71,40 +71,51 @@ BEGIN
 END
 $$;
 
--- What the scheduled function runs every pass: partitions from the month of the retention horizon
--- (`now` − `retention_days`) to two whole months ahead, and partitions wholly past the horizon
--- dropped. Costs two catalog-free lookups when there is nothing to do (nearly every pass). When
--- another pass is at it, returns at once (it does the work). Dropping a partition locks the
--- parent for a moment; `lock_timeout` keeps ingest from queueing behind it for long (the pass
--- tries again next time).
-CREATE FUNCTION maintain_reading_partitions(now timestamptz, retention_days integer,
-                                            OUT created integer, OUT dropped integer)
+-- What the scheduled function runs every pass, as two steps in two transactions, so that a drop
+-- that cannot get its lock never holds back the months ingest needs:
+--
+-- 1. The months from the retention horizon's (`now` − `retention_days`) to two whole months
+--    ahead: one catalog-free lookup when they exist (nearly every pass). When another pass is
+--    at it, returns at once (that pass does the work). Returns how many were made.
+CREATE FUNCTION make_reading_partitions(now timestamptz, retention_days integer) RETURNS integer
 LANGUAGE plpgsql SET TimeZone = 'UTC' SET lock_timeout = '200ms' AS $$
 DECLARE
     horizon timestamptz := now - make_interval(days => retention_days);
     ahead timestamptz := date_trunc('month', now) + interval '3 months';
-    old record;
 BEGIN
-    created := 0;
-    dropped := 0;
     IF NOT EXISTS (
            SELECT 1
            FROM generate_series(date_trunc('month', horizon), ahead - interval '1 month',
                                 interval '1 month') m
            WHERE NOT EXISTS (SELECT 1 FROM reading_partitions p
                              WHERE p.from_at < m + interval '1 month' AND p.to_at > m))
-       AND NOT EXISTS (SELECT 1 FROM reading_partitions WHERE to_at <= horizon) THEN
-        RETURN;
+       OR NOT pg_try_advisory_xact_lock(hashtext('reading_partitions')) THEN
+        RETURN 0;
     END IF;
-    IF NOT pg_try_advisory_xact_lock(hashtext('reading_partitions')) THEN
-        RETURN;
+    RETURN create_reading_partitions(horizon, ahead);
+END
+$$;
+
+-- 2. The months wholly past the horizon, dropped. Dropping a partition locks the whole table for
+--    a moment: `lock_timeout` keeps ingest from queueing behind it for long (the pass tries
+--    again next time). Returns how many were dropped.
+CREATE FUNCTION drop_old_reading_partitions(now timestamptz, retention_days integer) RETURNS integer
+LANGUAGE plpgsql SET TimeZone = 'UTC' SET lock_timeout = '200ms' AS $$
+DECLARE
+    horizon timestamptz := now - make_interval(days => retention_days);
+    old record;
+    dropped integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM reading_partitions WHERE to_at <= horizon)
+       OR NOT pg_try_advisory_xact_lock(hashtext('reading_partitions')) THEN
+        RETURN 0;
     END IF;
-    created := create_reading_partitions(horizon, ahead);
     FOR old IN SELECT p.name FROM reading_partitions p WHERE p.to_at <= horizon ORDER BY p.from_at LOOP
         EXECUTE format('DROP TABLE %I', old.name);
         DELETE FROM reading_partitions p WHERE p.name = old.name;
         dropped := dropped + 1;
     END LOOP;
+    RETURN dropped;
 END
 $$;
 

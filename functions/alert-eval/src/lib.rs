@@ -240,12 +240,16 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
     }
 
     // The data's lifecycle: partitions ahead and past retention, then what deleted devices left.
-    let partitions = chunked(state, "partitions", |tx| async move {
-        sql::maintain_partitions(&tx, now, state.retention_days).await
+    let made = chunked(state, "make partitions", |tx| async move {
+        sql::make_partitions(&tx, now, state.retention_days).await
     })
     .await?;
-    if let Some((created, dropped)) = partitions.filter(|&p| p != (0, 0)) {
-        tracing::info!(created, dropped, "reading partitions");
+    let dropped = chunked(state, "drop partitions", |tx| async move {
+        sql::drop_partitions(&tx, now, state.retention_days).await
+    })
+    .await?;
+    if made.unwrap_or_default() + dropped.unwrap_or_default() > 0 {
+        tracing::info!(?made, ?dropped, "reading partitions");
     }
     if let Some(days) = state.aggregate_retention_days {
         let before = now - TimeDelta::days(days.into());

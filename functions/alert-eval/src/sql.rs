@@ -526,24 +526,41 @@ pub async fn forget_old_events(tx: &Tx, now: DateTime<Utc>) -> Result<u64, DbErr
         .await
 }
 
-/// The monthly partitions of `sensor_readings` from the retention horizon to two months ahead,
-/// and those wholly past the horizon dropped (migration V7; nearly always nothing to do).
-const MAINTAIN_PARTITIONS: Sql =
-    Sql::idempotent("SELECT created, dropped FROM maintain_reading_partitions($1, $2)");
+/// The monthly partitions of `sensor_readings` from the retention horizon to two months ahead
+/// (migration V7; nearly always nothing to do). How many were made.
+const MAKE_PARTITIONS: Sql = Sql::idempotent("SELECT make_reading_partitions($1, $2) AS made");
 
-/// (partitions created, partitions dropped).
-pub async fn maintain_partitions(
+/// The months wholly past the horizon, dropped, in a transaction of their own: a drop that
+/// cannot get its lock must not undo the months made ahead. How many were dropped.
+const DROP_PARTITIONS: Sql =
+    Sql::idempotent("SELECT drop_old_reading_partitions($1, $2) AS dropped");
+
+pub async fn make_partitions(
     tx: &Tx,
     now: DateTime<Utc>,
     retention_days: i32,
-) -> Result<(i32, i32), DbError> {
+) -> Result<i32, DbError> {
     let row = tx
         .query_typed_one(
-            &MAINTAIN_PARTITIONS,
+            &MAKE_PARTITIONS,
             &[(&now, Type::TIMESTAMPTZ), (&retention_days, Type::INT4)],
         )
         .await?;
-    Ok((row.try_get("created")?, row.try_get("dropped")?))
+    Ok(row.try_get("made")?)
+}
+
+pub async fn drop_partitions(
+    tx: &Tx,
+    now: DateTime<Utc>,
+    retention_days: i32,
+) -> Result<i32, DbError> {
+    let row = tx
+        .query_typed_one(
+            &DROP_PARTITIONS,
+            &[(&now, Type::TIMESTAMPTZ), (&retention_days, Type::INT4)],
+        )
+        .await?;
+    Ok(row.try_get("dropped")?)
 }
 
 /// One chunk of a deleted device's readings and of its hourly aggregates (`$1` rows of each at

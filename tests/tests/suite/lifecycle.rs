@@ -160,6 +160,37 @@ async fn overlapping_passes_make_the_months_ahead_once() {
     assert_eq!(partitions(&test).await.0, want);
 }
 
+/// New months are attached without locking out writers: with an ingest-like transaction open on
+/// the readings table (it holds the lock every insert takes), a pass still makes the months it
+/// needs (`CREATE TABLE … PARTITION OF` would wait for that transaction, past the pass's
+/// `lock_timeout`, and make nothing).
+#[tokio::test]
+async fn months_are_made_while_readings_are_being_written() {
+    let test = TestDb::new().await;
+    let (device, _) = test.device(OWNER).await;
+    let writer = tests::connect(test.direct_url().expose()).await;
+    writer.batch_execute("BEGIN").await.unwrap();
+    writer
+        .execute(
+            "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+             VALUES ($1, 't', 1, now())",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    let before = partitions(&test).await.0.len();
+    let later = Utc::now() + TimeDelta::days(120);
+    pass_at(&test, later, "400", alert_eval::Budget::default()).await;
+    let (attached, recorded) = partitions(&test).await;
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(attached, recorded);
+    assert!(attached.len() >= before + 3, "{before} → {attached:?}");
+    let last =
+        (later.date_naive().with_day(1).unwrap() + Months::new(2)).format("sensor_readings_%Y_%m");
+    assert_eq!(attached.last(), Some(&last.to_string()));
+    assert_eq!(test.count("sensor_readings").await, 1);
+}
+
 #[tokio::test]
 async fn a_month_wholly_past_retention_is_dropped_by_a_pass() {
     let test = TestDb::new().await;
