@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use serde::Serialize;
 use shared::config::Config;
-use shared::db::{Db, DbError, Idempotence, Timeouts, Tx};
+use shared::db::{Db, DbError, Idempotence, Sql, Timeouts, Tx};
 use shared::notify::Notifier;
 use shared::notify::deliver::{self, Sent};
 use tokio_postgres::error::SqlState;
@@ -81,7 +81,7 @@ pub struct State {
 
 impl State {
     pub fn new(config: &Config) -> Result<Self, BoxError> {
-        let notifier = Notifier::new(&config.notify)?;
+        let notifier = Notifier::new(&config.notify);
         Self::with(config, Budget::default(), Arc::new(Utc::now), notifier)
     }
 
@@ -240,16 +240,16 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
     }
 
     // The data's lifecycle: partitions ahead and past retention, then what deleted devices left.
-    let made = chunked(state, "make partitions", |tx| async move {
-        sql::make_partitions(&tx, now, state.retention_days).await
-    })
-    .await?;
-    let dropped = chunked(state, "drop partitions", |tx| async move {
-        sql::drop_partitions(&tx, now, state.retention_days).await
-    })
-    .await?;
-    if made.unwrap_or_default() + dropped.unwrap_or_default() > 0 {
-        tracing::info!(?made, ?dropped, "reading partitions");
+    let step = |statement: &'static Sql, what| {
+        chunked(state, what, move |tx| async move {
+            sql::partitions(&tx, statement, now, state.retention_days).await
+        })
+    };
+    let made = step(&sql::MAKE_PARTITIONS, "make partitions").await?;
+    let dropped = step(&sql::DROP_PARTITIONS, "drop partitions").await?;
+    let (made, dropped) = (made.unwrap_or_default(), dropped.unwrap_or_default());
+    if made + dropped > 0 {
+        tracing::info!(made, dropped, "reading partitions");
     }
     if let Some(days) = state.aggregate_retention_days {
         let before = now - TimeDelta::days(days.into());

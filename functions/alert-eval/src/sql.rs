@@ -528,39 +528,26 @@ pub async fn forget_old_events(tx: &Tx, now: DateTime<Utc>) -> Result<u64, DbErr
 
 /// The monthly partitions of `sensor_readings` from the retention horizon to two months ahead
 /// (migration V7; nearly always nothing to do). How many were made.
-const MAKE_PARTITIONS: Sql = Sql::idempotent("SELECT make_reading_partitions($1, $2) AS made");
+pub const MAKE_PARTITIONS: Sql = Sql::idempotent("SELECT make_reading_partitions($1, $2) AS n");
 
 /// The months wholly past the horizon, dropped, in a transaction of their own: a drop that
 /// cannot get its lock must not undo the months made ahead. How many were dropped.
-const DROP_PARTITIONS: Sql =
-    Sql::idempotent("SELECT drop_old_reading_partitions($1, $2) AS dropped");
+pub const DROP_PARTITIONS: Sql = Sql::idempotent("SELECT drop_old_reading_partitions($1, $2) AS n");
 
-pub async fn make_partitions(
+/// Runs one of the partition steps above for the pass's clock and retention.
+pub async fn partitions(
     tx: &Tx,
+    step: &Sql,
     now: DateTime<Utc>,
     retention_days: i32,
 ) -> Result<i32, DbError> {
     let row = tx
         .query_typed_one(
-            &MAKE_PARTITIONS,
+            step,
             &[(&now, Type::TIMESTAMPTZ), (&retention_days, Type::INT4)],
         )
         .await?;
-    Ok(row.try_get("made")?)
-}
-
-pub async fn drop_partitions(
-    tx: &Tx,
-    now: DateTime<Utc>,
-    retention_days: i32,
-) -> Result<i32, DbError> {
-    let row = tx
-        .query_typed_one(
-            &DROP_PARTITIONS,
-            &[(&now, Type::TIMESTAMPTZ), (&retention_days, Type::INT4)],
-        )
-        .await?;
-    Ok(row.try_get("dropped")?)
+    Ok(row.try_get("n")?)
 }
 
 /// One chunk of a deleted device's readings and of its hourly aggregates (`$1` rows of each at

@@ -39,7 +39,7 @@ impl State {
             auth: Authenticator::from_config(config)?,
             limits: config.limits,
             notify: config.notify.clone(),
-            notifier: Notifier::new(&config.notify)?,
+            notifier: Notifier::new(&config.notify),
         })
     }
 }

@@ -18,7 +18,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::config::{ConfigError, Notify};
+use crate::config::Notify;
 
 /// Where "now" comes from: the system clock in Lambda, a chosen time in tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -126,12 +126,12 @@ struct Email {
 }
 
 impl Notifier {
-    pub fn new(config: &Notify) -> Result<Self, ConfigError> {
+    pub fn new(config: &Notify) -> Self {
         Self::with_timeout(config, ATTEMPT_TIMEOUT)
     }
 
     /// Tests shorten the attempt timeout; everything else is as in Lambda.
-    pub fn with_timeout(config: &Notify, timeout: Duration) -> Result<Self, ConfigError> {
+    pub fn with_timeout(config: &Notify, timeout: Duration) -> Self {
         let email = match (&config.email_from, &config.aws) {
             (Some(from), Some(aws)) => Some(Email {
                 aws: aws.clone(),
@@ -140,12 +140,12 @@ impl Notifier {
             }),
             _ => None,
         };
-        Ok(Self {
+        Self {
             http: OnceLock::new(),
             timeout,
             allow_private: config.allow_private_targets,
             email,
-        })
+        }
     }
 
     /// The guarded HTTP client, built once.

@@ -31,7 +31,7 @@ fn state_at(test: &TestDb, now: Option<DateTime<Utc>>, budget: Budget) -> alert_
         None => Arc::new(Utc::now),
     };
     let config = test.config(&[]);
-    let notifier = shared::notify::Notifier::new(&config.notify).unwrap();
+    let notifier = shared::notify::Notifier::new(&config.notify);
     alert_eval::State::with(&config, budget, clock, notifier).unwrap()
 }
 

@@ -23,7 +23,7 @@ async fn pass_at(
     budget: alert_eval::Budget,
 ) -> alert_eval::Summary {
     let config = test.config(&[("RETENTION_DAYS", retention_days)]);
-    let notifier = Notifier::new(&config.notify).unwrap();
+    let notifier = Notifier::new(&config.notify);
     let state = alert_eval::State::with(&config, budget, Arc::new(move || now), notifier).unwrap();
     alert_eval::handle(&state, json!({})).await.unwrap()
 }

@@ -21,7 +21,7 @@ fn config(test: &TestDb) -> shared::config::Config {
 /// A pass whose clock says `now`, sending with a short attempt timeout.
 fn pass_state(test: &TestDb, now: DateTime<Utc>, deliver_for: Duration) -> alert_eval::State {
     let config = config(test);
-    let notifier = Notifier::with_timeout(&config.notify, Duration::from_secs(2)).unwrap();
+    let notifier = Notifier::with_timeout(&config.notify, Duration::from_secs(2));
     let budget = Budget {
         arrival_margin: Duration::ZERO,
         deliver_until: deliver_for,
@@ -457,7 +457,7 @@ async fn private_and_plain_http_targets_are_refused_without_the_override() {
     let t0 = at("2026-12-01T10:00:00Z");
     fire(&test, rule, t0).await;
     let strict = test.config(&[]);
-    let notifier = Notifier::new(&strict.notify).unwrap();
+    let notifier = Notifier::new(&strict.notify);
     let state = alert_eval::State::with(&strict, Budget::default(), Arc::new(move || t0), notifier)
         .unwrap();
     alert_eval::handle(&state, json!({})).await.unwrap();
@@ -837,7 +837,7 @@ async fn email_goes_through_ses_with_recipient_subject_and_body() {
     let (_, _, rule) = device_with_rule(&test, OWNER).await;
     let t0 = at("2026-12-01T10:00:00Z");
     fire(&test, rule, t0).await;
-    let notifier = Notifier::new(&config.notify).unwrap();
+    let notifier = Notifier::new(&config.notify);
     let state = alert_eval::State::with(&config, Budget::default(), Arc::new(move || t0), notifier)
         .unwrap();
     let summary = alert_eval::handle(&state, json!({})).await.unwrap();

@@ -120,7 +120,7 @@ fn state(test: &TestDb) -> State {
         ..Budget::default()
     };
     let config = test.config(&[]);
-    let notifier = shared::notify::Notifier::new(&config.notify).expect("notifier");
+    let notifier = shared::notify::Notifier::new(&config.notify);
     State::with(&config, budget, Arc::new(chrono::Utc::now), notifier).expect("alert-eval state")
 }
 
