@@ -122,6 +122,45 @@ fn the_template_routes_exactly_the_handlers_routes() {
     }
 }
 
+/// The console's CloudFront distribution serves the files from the bucket and sends every API
+/// path to the HTTP API, uncached, with every header (Authorization) and every method.
+#[test]
+fn the_console_distribution_sends_every_api_route_to_the_api() {
+    const CACHING_DISABLED: &str = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad";
+    const ALL_VIEWER_EXCEPT_HOST: &str = "b689b0a8-53d0-40ab-baf2-68738e2966ac";
+    let template = yaml("template.yaml");
+    let config = &template["Resources"]["ConsoleDistribution"]["Properties"]["DistributionConfig"];
+    let origin = |id: &str| {
+        config["Origins"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|o| o["Id"] == id)
+            .unwrap_or_else(|| panic!("origin {id}"))
+            .clone()
+    };
+    assert!(format!("{:?}", origin("api")["DomainName"]).contains("${HttpApi}.execute-api"));
+    assert!(format!("{:?}", origin("console")["DomainName"]).contains("ConsoleBucket"));
+    assert_eq!(config["DefaultCacheBehavior"]["TargetOriginId"], "console");
+    let behaviors = config["CacheBehaviors"].as_sequence().unwrap();
+    for routes in handler_routes().values() {
+        for path in routes.keys() {
+            let prefix = format!("/{}/*", path.split('/').nth(1).unwrap());
+            let behavior = behaviors
+                .iter()
+                .find(|b| b["PathPattern"] == prefix.as_str())
+                .unwrap_or_else(|| panic!("no behaviour sends {path} to the API"));
+            assert_eq!(behavior["TargetOriginId"], "api", "{path}");
+            assert_eq!(behavior["CachePolicyId"], CACHING_DISABLED, "{path}");
+            assert_eq!(
+                behavior["OriginRequestPolicyId"], ALL_VIEWER_EXCEPT_HOST,
+                "{path}"
+            );
+            assert_eq!(behavior["AllowedMethods"].as_sequence().unwrap().len(), 7);
+        }
+    }
+}
+
 #[test]
 fn the_openapi_document_describes_exactly_the_handlers_routes() {
     let openapi = yaml("openapi.yaml");
