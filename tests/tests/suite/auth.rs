@@ -67,13 +67,14 @@ async fn time_claims_allow_five_seconds_of_skew_and_no_more() {
     let key = dev_signing_key();
     // (claim, seconds from now or no value, accepted?). Each case reads the clock right before
     // it signs and verifies: on a loaded machine seconds can pass between cases, and 6 s ahead
-    // would turn into 4.
+    // would turn into 4. Within a case the clock is read in whole seconds and can cross a second
+    // before the check, so a claim ahead is refused at 7 s (6 s could look like 5).
     let cases = [
         ("exp", Some(-6), false, "expired by 6 s"),
         ("exp", Some(-3), true, "expired by 3 s, within skew"),
-        ("nbf", Some(6), false, "nbf 6 s ahead"),
+        ("nbf", Some(7), false, "nbf 7 s ahead"),
         ("nbf", Some(3), true, "nbf 3 s ahead"),
-        ("iat", Some(6), false, "iat 6 s ahead"),
+        ("iat", Some(7), false, "iat 7 s ahead"),
         ("iat", Some(3), true, "iat 3 s ahead"),
         ("exp", None, false, "no exp"),
     ];
