@@ -219,7 +219,9 @@ const CHUNK: Sql = Sql::idempotent(
      ),
      bound AS (
          SELECT coalesce(
-             (SELECT received_at FROM sample ORDER BY received_at OFFSET $3 LIMIT 1),
+             CASE WHEN (SELECT count(*) FROM sample) > $3
+                  THEN (SELECT received_at FROM sample ORDER BY received_at OFFSET $3 LIMIT 1)
+             END,
              (SELECT at FROM horizon)) AS through
      ),
      chunk AS (
@@ -243,11 +245,20 @@ const CHUNK: Sql = Sql::idempotent(
 /// reading-time order (see the module's documentation), and moves the progress on. `$3` is the
 /// pass's clock.
 ///
-/// - `rules`: the rules of the series that received readings, with a current state.
+/// - `rules`: the rules of the series that received readings, with a current state, and how many
+///   readings their series received in this chunk (`n`).
 /// - `pairs`: each rule with the arrivals its state does not reflect yet (its build saw the rest);
 ///   `ordered`: the newer ones in order, each with the newest non-breaching time up to it (a
 ///   running maximum over all of the rule's arrivals, the older ones included). No join between
 ///   these derived sets: the planner cannot estimate them and nests loops over them.
+/// - `single`: the common case, a series with one new reading, takes a short way: the same
+///   verdict as below from that one reading, without the window functions (three sorts of every
+///   pair) or the per-rule grouping in `folded`; and a firing rule's breaching reading needs no
+///   window start (whether it counts as `fire` or as nothing, the alert stays as it is), which
+///   saves a probe into the readings per firing rule with a `for_seconds` and pass. Everything
+///   from `ordered` to `events` is for series with several, except the `calm` rules: firing,
+///   and every newer reading breaches, so nothing can change (a dense series that keeps a
+///   rule firing costs its pairs and the fold, not the replay).
 /// - `steps` → `events`: per rule, each newer reading's verdict: `fire` (breaching: it breaches,
 ///   and the window's start, the newest reading at or before its time − `for_seconds` among those
 ///   arrived so far, is newer than the last non-breaching reading up to it), `clear` (it clears),
@@ -276,25 +287,58 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          WHERE s.received_at > $1 AND s.received_at <= $2
      ),
      series AS (
-         SELECT DISTINCT device_id, metric FROM arrivals
+         SELECT device_id, metric, count(*) AS n FROM arrivals GROUP BY device_id, metric
      ),
      rules AS (
          SELECT r.id, r.device_id, r.metric, r.comparator, r.threshold,
                 r.clear_threshold, r.for_seconds, st.latest_at, st.last_clear_at, st.built_at,
-                fa.id IS NOT NULL AS firing
+                fa.id IS NOT NULL AS firing, s.n
          FROM alert_rules r
+         JOIN series s ON s.device_id = r.device_id AND s.metric = r.metric
          JOIN rule_state st ON st.rule_id = r.id AND st.basis = r.updated_at
          LEFT JOIN alerts fa ON fa.rule_id = r.id AND fa.status = 'firing'
-         WHERE (r.device_id, r.metric) IN (SELECT device_id, metric FROM series)
      ),
      pairs AS (
          SELECT r.id, r.device_id, r.metric, r.comparator, r.threshold,
-                r.clear_threshold, r.for_seconds, r.latest_at, r.last_clear_at, r.firing,
+                r.clear_threshold, r.for_seconds, r.latest_at, r.last_clear_at, r.firing, r.n,
                 a.t, a.v, a.received_at,
                 reading_breaches(r.comparator, a.v, r.threshold) AS breaches
          FROM rules r
          JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
          WHERE r.built_at IS NULL OR a.received_at > r.built_at
+     ),
+     single AS (
+         SELECT x.id, x.device_id, x.metric, x.t, x.v, x.firing,
+                CASE
+                    WHEN x.breaches AND (x.for_seconds = 0 OR x.firing OR CASE
+                        WHEN coalesce(x.clear_upto, '-infinity')
+                             < x.t - make_interval(secs => x.for_seconds)
+                        THEN (SELECT max(p.recorded_at) FROM sensor_readings p
+                              WHERE p.device_id = x.device_id AND p.metric = x.metric
+                                AND p.recorded_at <= x.t - make_interval(secs => x.for_seconds)
+                                AND p.received_at <= $2)
+                             > coalesce(x.clear_upto, '-infinity')
+                        END)
+                        THEN 'fire'
+                    WHEN CASE WHEN x.clear_threshold IS NULL THEN NOT x.breaches
+                              ELSE reading_clears(x.comparator, x.v, x.clear_threshold)
+                         END
+                        THEN 'clear'
+                END AS kind
+         FROM (
+             SELECT p.*,
+                    greatest(p.last_clear_at, CASE WHEN NOT p.breaches THEN p.t END) AS clear_upto
+             FROM pairs p
+             WHERE p.n = 1 AND p.comparator <> 'absent'
+               AND (p.latest_at IS NULL OR p.t > p.latest_at)
+         ) x
+     ),
+     calm AS (
+         SELECT p.id
+         FROM pairs p
+         WHERE p.n > 1 AND p.firing AND (p.latest_at IS NULL OR p.t > p.latest_at)
+         GROUP BY p.id
+         HAVING bool_and(p.breaches)
      ),
      ordered AS (
          SELECT x.*
@@ -303,7 +347,7 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
                     greatest(p.last_clear_at, max(p.t) FILTER (WHERE NOT p.breaches)
                         OVER (PARTITION BY p.id ORDER BY p.t ROWS UNBOUNDED PRECEDING)) AS clear_upto
              FROM pairs p
-             WHERE p.comparator <> 'absent'
+             WHERE p.n > 1 AND p.comparator <> 'absent' AND p.id NOT IN (SELECT id FROM calm)
          ) x
          WHERE x.latest_at IS NULL OR x.t > x.latest_at
      ),
@@ -350,11 +394,15 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          WHERE e.kind IS NOT NULL
      ),
      transitions AS (
-         SELECT e.*,
+         SELECT e.id, e.device_id, e.metric, e.t, e.v, e.kind,
                 row_number() OVER (PARTITION BY e.id ORDER BY e.t) AS n,
                 lead(e.t) OVER (PARTITION BY e.id ORDER BY e.t) AS ended_at
          FROM events e
          WHERE e.kind <> e.before
+         UNION ALL
+         SELECT s.id, s.device_id, s.metric, s.t, s.v, s.kind, 1, NULL
+         FROM single s
+         WHERE s.kind <> CASE WHEN s.firing THEN 'fire' ELSE 'clear' END
      ),
      arrived AS (
          SELECT DISTINCT ON (p.id) p.id, p.t
@@ -410,6 +458,14 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
              last_clear_at = greatest(st.last_clear_at, f.last_clear_at),
              last_arrival_at = greatest(st.last_arrival_at, f.last_arrival_at)
          FROM (
+             SELECT p.id, p.latest_at IS NULL OR p.t > p.latest_at AS advanced,
+                    p.t AS latest_at, p.v AS latest_value,
+                    CASE WHEN p.comparator <> 'absent' AND NOT p.breaches THEN p.t END
+                        AS last_clear_at,
+                    p.received_at AS last_arrival_at
+             FROM pairs p
+             WHERE p.n = 1
+             UNION ALL
              SELECT p.id, bool_or(p.latest_at IS NULL OR p.t > p.latest_at) AS advanced,
                     max(p.t) AS latest_at,
                     (array_agg(p.v ORDER BY p.t DESC))[1] AS latest_value,
@@ -417,6 +473,7 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
                         AS last_clear_at,
                     max(p.received_at) AS last_arrival_at
              FROM pairs p
+             WHERE p.n > 1
              GROUP BY p.id
          ) f
          WHERE st.rule_id = f.id AND f.id NOT IN (SELECT id FROM blocked)

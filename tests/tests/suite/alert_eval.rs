@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use alert_eval::rule::{Episode, Replay, Rule};
 use alert_eval::{Budget, Summary};
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use shared::domain::Comparator;
@@ -702,6 +702,39 @@ async fn a_rolled_back_delete_leaves_the_rule_to_be_rebuilt() {
         alerts_of(&test, rule).await,
         [("firing".into(), "5".into())]
     );
+}
+
+/// The states of deleted rules go every tenth minute of the pass's clock, not every pass.
+#[tokio::test]
+async fn states_of_deleted_rules_are_forgotten_every_tenth_minute() {
+    let test = TestDb::new().await;
+    let (device, _) = test.device("user_a").await;
+    let rule = add_rule(&test, device, "t", "gt", "0", 0, None).await;
+    let at = |minute: u32| {
+        let now = Utc::now();
+        now.with_minute(minute).unwrap() - Duration::hours(1)
+    };
+    evaluate_at(&test, at(3)).await;
+    let states = || async {
+        let row = test
+            .direct
+            .query_one(
+                "SELECT count(*) FROM rule_state WHERE rule_id = $1",
+                &[&rule],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(states().await, 1, "built");
+    test.direct
+        .execute("DELETE FROM alert_rules WHERE id = $1", &[&rule])
+        .await
+        .unwrap();
+    evaluate_at(&test, at(7)).await;
+    assert_eq!(states().await, 1, "left at :07");
+    evaluate_at(&test, at(10)).await;
+    assert_eq!(states().await, 0, "forgotten at :10");
 }
 
 #[tokio::test]
