@@ -18,6 +18,7 @@ async fn applying_twice_is_a_no_op() {
             "V6__notifications",
             "V7__reading_partitions_and_purges",
             "V8__hourly_aggregates",
+            "V9__alert_events_only_when_wanted",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -80,7 +81,8 @@ async fn limit_counters_are_carried_over_from_existing_data() {
             "V5__device_keys_and_limits",
             "V6__notifications",
             "V7__reading_partitions_and_purges",
-            "V8__hourly_aggregates"
+            "V8__hourly_aggregates",
+            "V9__alert_events_only_when_wanted"
         ]
     );
     let row = test
@@ -148,7 +150,11 @@ async fn partitioning_keeps_every_reading() {
     let applied = shared::migrate::run(&test.direct_url()).await.unwrap();
     assert_eq!(
         applied,
-        ["V7__reading_partitions_and_purges", "V8__hourly_aggregates"]
+        [
+            "V7__reading_partitions_and_purges",
+            "V8__hourly_aggregates",
+            "V9__alert_events_only_when_wanted"
+        ]
     );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());
     assert_eq!(after, before);

@@ -187,6 +187,71 @@ async fn a_rule_firing_and_resolving_reaches_a_receiver_signed() {
     );
 }
 
+/// An alert event is written only for a channel that wants it: none without channels, and per
+/// event type and device filter with them (fired, resolved and acknowledged alike).
+#[tokio::test]
+async fn alert_events_are_written_only_when_a_channel_wants_them() {
+    let test = TestDb::new().await;
+    let functions = Functions::new(&config(&test));
+    let (device, _, rule) = device_with_rule(&test, OWNER).await;
+    let (other_device, _) = test.device(OWNER).await;
+    let events = || async {
+        let rows = test
+            .direct
+            .query("SELECT type FROM notification_events ORDER BY seq", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+    };
+    let resolve_and_ack = |alert: Uuid| {
+        let direct = &test.direct;
+        async move {
+            direct
+                .execute(
+                    "UPDATE alerts SET status = 'resolved', resolved_at = now() WHERE id = $1",
+                    &[&alert],
+                )
+                .await
+                .unwrap();
+            direct
+                .execute(
+                    "UPDATE alerts SET acknowledged_at = now(), acknowledged_by = 'x' WHERE id = $1",
+                    &[&alert],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    resolve_and_ack(fire(&test, rule, at("2026-11-26T10:00:00Z")).await).await;
+    assert_eq!(events().await, Vec::<String>::new(), "no channel, no event");
+
+    // A channel for resolutions of another device only: still nothing.
+    create_channel(
+        &functions,
+        OWNER,
+        json!({"name": "other", "type": "slack", "target": {"url": "http://127.0.0.1:9/x"},
+               "events": ["alert.resolved"], "device_ids": [other_device]}),
+    )
+    .await;
+    resolve_and_ack(fire(&test, rule, at("2026-11-26T11:00:00Z")).await).await;
+    assert_eq!(
+        events().await,
+        Vec::<String>::new(),
+        "another device's channel"
+    );
+
+    // One for this device's resolutions and acknowledgements: those two, not the firing.
+    create_channel(
+        &functions,
+        OWNER,
+        json!({"name": "this", "type": "slack", "target": {"url": "http://127.0.0.1:9/y"},
+               "events": ["alert.resolved", "alert.acknowledged"], "device_ids": [device]}),
+    )
+    .await;
+    resolve_and_ack(fire(&test, rule, at("2026-11-26T12:00:00Z")).await).await;
+    assert_eq!(events().await, ["alert.resolved", "alert.acknowledged"]);
+}
+
 #[tokio::test]
 async fn failures_are_retried_on_schedule_with_the_same_event_id_until_delivered_once() {
     let test = TestDb::new().await;
