@@ -257,8 +257,11 @@ const CHUNK: Sql = Sql::idempotent(
 ///   window start (whether it counts as `fire` or as nothing, the alert stays as it is), which
 ///   saves a probe into the readings per firing rule with a `for_seconds` and pass. Everything
 ///   from `ordered` to `events` is for series with several, except the `calm` rules: firing,
-///   and every newer reading breaches, so nothing can change (a dense series that keeps a
-///   rule firing costs its pairs and the fold, not the replay).
+///   and every newer reading breaches, so nothing can change. Most are seen in `rules` already,
+///   from the series' aggregates (every arrival newer than the state and the build, and the
+///   lowest or highest value past the threshold): those get no pairs at all and are folded from
+///   the aggregates, so a dense series that keeps its rules firing costs O(rules + readings),
+///   not O(rules × readings); the others (late readings among them) are found in `calm`.
 /// - `steps` → `events`: per rule, each newer reading's verdict: `fire` (breaching: it breaches,
 ///   and the window's start, the newest reading at or before its time − `for_seconds` among those
 ///   arrived so far, is newer than the last non-breaching reading up to it), `clear` (it clears),
@@ -287,12 +290,25 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
          WHERE s.received_at > $1 AND s.received_at <= $2
      ),
      series AS (
-         SELECT device_id, metric, count(*) AS n FROM arrivals GROUP BY device_id, metric
+         SELECT device_id, metric, count(*) AS n, min(t) AS first_t, max(t) AS last_t,
+                min(v) AS min_v, max(v) AS max_v,
+                min(received_at) AS first_received, max(received_at) AS last_received
+         FROM arrivals
+         GROUP BY device_id, metric
      ),
      rules AS (
          SELECT r.id, r.device_id, r.metric, r.comparator, r.threshold,
                 r.clear_threshold, r.for_seconds, st.latest_at, st.last_clear_at, st.built_at,
-                fa.id IS NOT NULL AS firing, s.n
+                fa.id IS NOT NULL AS firing, s.n, s.last_t, s.last_received,
+                coalesce(fa.id IS NOT NULL AND s.n > 1
+                         AND (st.latest_at IS NULL OR s.first_t > st.latest_at)
+                         AND (st.built_at IS NULL OR s.first_received > st.built_at)
+                         AND CASE r.comparator
+                                 WHEN 'gt' THEN s.min_v > r.threshold
+                                 WHEN 'gte' THEN s.min_v >= r.threshold
+                                 WHEN 'lt' THEN s.max_v < r.threshold
+                                 WHEN 'lte' THEN s.max_v <= r.threshold
+                             END, false) AS calm
          FROM alert_rules r
          JOIN series s ON s.device_id = r.device_id AND s.metric = r.metric
          JOIN rule_state st ON st.rule_id = r.id AND st.basis = r.updated_at
@@ -305,7 +321,7 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
                 reading_breaches(r.comparator, a.v, r.threshold) AS breaches
          FROM rules r
          JOIN arrivals a ON a.device_id = r.device_id AND a.metric = r.metric
-         WHERE r.built_at IS NULL OR a.received_at > r.built_at
+         WHERE NOT r.calm AND (r.built_at IS NULL OR a.received_at > r.built_at)
      ),
      single AS (
          SELECT x.id, x.device_id, x.metric, x.t, x.v, x.firing,
@@ -475,6 +491,14 @@ const FOLD_ARRIVALS: Sql = Sql::idempotent(
              FROM pairs p
              WHERE p.n > 1
              GROUP BY p.id
+             UNION ALL
+             SELECT r.id, r.latest_at IS NULL OR r.last_t > r.latest_at, r.last_t,
+                    (SELECT l.value FROM sensor_readings l
+                     WHERE l.device_id = r.device_id AND l.metric = r.metric
+                       AND l.recorded_at = r.last_t),
+                    NULL, r.last_received
+             FROM rules r
+             WHERE r.calm
          ) f
          WHERE st.rule_id = f.id AND f.id NOT IN (SELECT id FROM blocked)
          RETURNING st.rule_id, f.advanced
