@@ -56,6 +56,13 @@ async function signIn(user, viewport = { width: 1280, height: 860 }) {
   return { context, page, problems };
 }
 
+/** A JSON POST to the API under the console's origin, as a user (token) or a device (key). */
+const postJson = (path, bearer, body) => fetch(`${CONSOLE}${path}`, {
+  method: 'POST',
+  headers: { Authorization: `Bearer ${bearer}`, 'Content-Type': 'application/json' },
+  body: JSON.stringify(body),
+});
+
 const shot = (page, name) => page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, fullPage: true });
 
 // Minutes ago → the readings a device sends; the values are what the chart must hold.
@@ -87,11 +94,7 @@ test('readings sent with the key appear in the latest values and the chart', asy
     ...temperatures.map(([value, m]) => ({ metric: 'temperature', value, recorded_at: minutesAgo(m) })),
     { metric: 'humidity', value: '40.125', recorded_at: minutesAgo(10) },
   ];
-  const sent = await fetch(`${CONSOLE}/v1/ingest`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${state.key}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ readings }),
-  });
+  const sent = await postJson('/v1/ingest', state.key, { readings });
   assert.equal(sent.status, 200, await sent.text());
 
   const { context, page, problems } = await signIn(owner);
@@ -257,20 +260,12 @@ test('phone width: every main page is usable and screenshotted', async () => {
   // The one in the README (web/screenshots/): a device with a day of readings every 10 minutes,
   // at a laptop's width, the first screen only.
   const token = await (await fetch(`${CONSOLE}/dev/token?user=${owner}`)).text();
-  const created = await fetch(`${CONSOLE}/v1/devices`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ name: 'Cold store' }),
-  }).then((r) => r.json());
+  const created = await postJson('/v1/devices', token, { name: 'Cold store' }).then((r) => r.json());
   const day = Array.from({ length: 144 }, (_, i) => i * 10 + 5).flatMap((m, i) => [
     { metric: 'temperature', value: (4 + 1.5 * Math.sin(m / 137) + ((i * 3) % 5) / 8).toFixed(2), recorded_at: minutesAgo(m) },
     { metric: 'humidity', value: (62 + 8 * Math.cos(m / 230)).toFixed(1), recorded_at: minutesAgo(m) },
   ]);
-  const sent = await fetch(`${CONSOLE}/v1/ingest`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${created.device_key}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ readings: day }),
-  });
+  const sent = await postJson('/v1/ingest', created.device_key, { readings: day });
   assert.equal(sent.status, 200);
   await page.setViewportSize({ width: 1024, height: 760 });
   await page.goto(`${CONSOLE}/#/devices/${created.id}`);
@@ -297,11 +292,7 @@ test('a device is renamed, its key rotated (shown once), and deleted after a con
   const secondKey = await page.getByTestId('device-key').textContent();
   assert.match(secondKey, /^dk_[a-z2-7]{32}$/);
   assert.notEqual(secondKey, firstKey);
-  const ingest = (key) => fetch(`${CONSOLE}/v1/ingest`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ readings: [{ metric: 'x', value: 1 }] }),
-  });
+  const ingest = (key) => postJson('/v1/ingest', key, { readings: [{ metric: 'x', value: 1 }] });
   assert.equal((await ingest(firstKey)).status, 401, 'the old key ended at once');
   assert.equal((await ingest(secondKey)).status, 200);
 

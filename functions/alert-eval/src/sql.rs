@@ -217,9 +217,12 @@ const CHUNK: Sql = Sql::idempotent(
          WHERE s.received_at > $1 AND s.received_at <= (SELECT at FROM horizon)
          LIMIT 2 * $3 + 1
      ),
+     sampled AS (
+         SELECT count(*) AS n FROM sample
+     ),
      bound AS (
          SELECT coalesce(
-             CASE WHEN (SELECT count(*) FROM sample) > $3
+             CASE WHEN (SELECT n FROM sampled) > $3
                   THEN (SELECT received_at FROM sample ORDER BY received_at OFFSET $3 LIMIT 1)
              END,
              (SELECT at FROM horizon)) AS through
@@ -227,7 +230,7 @@ const CHUNK: Sql = Sql::idempotent(
      chunk AS (
          SELECT bound.through,
                 (SELECT count(*) FROM sample WHERE received_at <= bound.through) AS arrivals,
-                (SELECT count(*) FROM sample) > 2 * $3
+                (SELECT n FROM sampled) > 2 * $3
                   OR EXISTS (SELECT 1 FROM sample WHERE received_at > bound.through) AS more,
                 (SELECT greatest(reltuples, 0)::int8 FROM pg_class
                  WHERE oid = 'alert_rules'::regclass) AS rules
