@@ -6,6 +6,7 @@
 #   stack_install          install PostgreSQL and PgBouncer with apt when they are missing
 #   stack_start [pool]     start both on free ports; exports STACK_* and the URLs below
 #   stack_replica          a streaming replica behind a PgBouncer of its own (after stack_start)
+#   stack_neon_bouncer     a PgBouncer like Neon's pooler (no reset query), for the benchmark
 #   stack_stop             stop everything and remove the data
 #
 # Exports: STACK_DIR, STACK_PG_PORT, STACK_BOUNCER_PORT,
@@ -138,13 +139,15 @@ stack_test_env() {
 }
 
 # Another PgBouncer configured like the main one: named $1, pool size $2, in front of the
-# PostgreSQL on port $3. Prints its port.
+# PostgreSQL on port $3, server_reset_query_always $4 (default 1, as the main one). Prints its
+# port.
 stack_another_bouncer() {
-    local name=$1 size=$2 server=$3 port
+    local name=$1 size=$2 server=$3 reset_always=${4:-1} port
     port=$(stack_free_port)
     sed -e "s/^\* = host=127.0.0.1 port=.*/* = host=127.0.0.1 port=$server/" \
         -e "s/^listen_port = .*/listen_port = $port/" \
         -e "s/^default_pool_size = .*/default_pool_size = $size/" \
+        -e "s/^server_reset_query_always = .*/server_reset_query_always = $reset_always/" \
         -e "s|^logfile = .*|logfile = $STACK_DIR/pgbouncer-$name.log|" \
         -e "s|^pidfile = .*|pidfile = $STACK_DIR/pgbouncer-$name.pid|" \
         -e "s|^unix_socket_dir = .*|unix_socket_dir =|" \
@@ -162,6 +165,16 @@ stack_extra_bouncer() {
     local size=$1 port
     port=$(stack_another_bouncer "$size" "$size" "$STACK_PG_PORT")
     export "STACK_POOL${size}_BASE=postgres://postgres@127.0.0.1:$port"
+}
+
+# A PgBouncer configured like Neon's pooler: transaction mode, pool size $1 (default 4), and no
+# reset query between transactions (server_reset_query_always = 0), so what PostgreSQL keeps on a
+# server connection (PL/pgSQL's plans) outlives a transaction. The benchmark measures through it
+# beside the main one; the tests never use it. Exports STACK_NEON_POOLED_BASE.
+stack_neon_bouncer() {
+    local port
+    port=$(stack_another_bouncer neon "${1:-4}" "$STACK_PG_PORT" 0)
+    export STACK_NEON_POOLED_BASE="postgres://postgres@127.0.0.1:$port"
 }
 
 # A streaming replica of the cluster (pg_basebackup -R: a hot standby that replays the primary's

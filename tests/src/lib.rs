@@ -136,6 +136,15 @@ impl TestDb {
     /// directly, bypassing ingest.
     pub async fn aggregate(&self, series: Option<(uuid::Uuid, &str)>) {
         let (device, metric) = series.unzip();
+        self.aggregate_where(device, metric).await;
+    }
+
+    /// The same for every series of one device.
+    pub async fn aggregate_device(&self, device: uuid::Uuid) {
+        self.aggregate_where(Some(device), None).await;
+    }
+
+    async fn aggregate_where(&self, device: Option<uuid::Uuid>, metric: Option<&str>) {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&device, &metric];
         const SERIES: &str =
             "($1::uuid IS NULL OR device_id = $1) AND ($2::text IS NULL OR metric = $2)";
@@ -232,6 +241,42 @@ pub async fn connect(url: &str) -> Client {
         .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
     tokio::spawn(connection);
     client
+}
+
+/// Runs `sql` once on a direct connection of its own and returns the plans `auto_explain`
+/// reported for it and for every statement run inside it: what a server-side function (whose
+/// plans `EXPLAIN` does not show) actually did.
+pub async fn plans_run(
+    url: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    let (plans, mut logged) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                let _ = plans.send(notice.message().to_owned());
+            }
+        }
+    });
+    client
+        .batch_execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;
+             SET auto_explain.log_nested_statements = on; SET client_min_messages = log",
+        )
+        .await
+        .expect("auto_explain");
+    client.query(sql, params).await.expect("the statement");
+    // The notices arrive before the statement's answer: all here once it has answered.
+    let mut plan = Vec::new();
+    while let Ok(message) = logged.try_recv() {
+        plan.push(message);
+    }
+    plan.join("\n")
 }
 
 /// Runs a command on PgBouncer's admin console (`SHOW POOLS`, `KILL db`, …), which speaks only

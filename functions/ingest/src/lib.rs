@@ -237,8 +237,7 @@ fn parse_time(raw: &RawValue) -> Result<DateTime<Utc>, &'static str> {
     Ok(whole_micros(parsed))
 }
 
-/// One statement (a second only when another request stored some of the same readings while
-/// this one waited for the device); an unknown or expired key is `401`, a device out of tokens
+/// One statement; an unknown or expired key is `401`, a device out of tokens
 /// `429`, a new metric past the device's limit `422`: nothing written for any of them.
 async fn store(
     state: &State,
@@ -272,14 +271,13 @@ async fn store(
         duplicates: stored.duplicates,
         conflicts: Vec::new(),
     };
-    let mut conflicts = stored.conflicts;
     if !stored.unknown.is_empty() {
-        let (duplicates, more_conflicts) =
-            resolve_unknown(db, stored.device_id, readings, &stored.unknown).await?;
-        outcome.duplicates += duplicates;
-        conflicts.extend(more_conflicts);
-        conflicts.sort_unstable();
+        // Not stored now and gone when compared: the device was deleted meanwhile.
+        let device_id = stored.device_id;
+        tracing::warn!(%device_id, missing = stored.unknown.len(), "readings vanished during ingest");
+        outcome.duplicates += stored.unknown.len() as i64;
     }
+    let conflicts = stored.conflicts;
     outcome.conflicts = conflicts
         .into_iter()
         .filter_map(|ord| usize::try_from(ord - 1).ok())
@@ -292,36 +290,6 @@ async fn store(
         })
         .collect();
     Ok((stored.device_id, outcome))
-}
-
-/// Readings another request stored after this one's snapshot: compare with what is stored now.
-async fn resolve_unknown(
-    db: &Db,
-    device_id: Uuid,
-    readings: &[Reading],
-    ords: &[i64],
-) -> Result<(i64, Vec<i64>), DbError> {
-    let picked: Vec<(i64, &Reading)> = ords
-        .iter()
-        .filter_map(|&ord| Some((ord, readings.get(usize::try_from(ord - 1).ok()?)?)))
-        .collect();
-    let verdicts = sql::stored_values(db, device_id, &picked).await?;
-    let mut duplicates = 0;
-    let mut conflicts = Vec::new();
-    for &(ord, same) in &verdicts {
-        if same {
-            duplicates += 1;
-        } else {
-            conflicts.push(ord);
-        }
-    }
-    if verdicts.len() != picked.len() {
-        // Stored a moment ago and gone now: the device was deleted meanwhile.
-        let missing = picked.len() - verdicts.len();
-        tracing::warn!(%device_id, missing, "readings vanished during ingest");
-        duplicates += missing as i64;
-    }
-    Ok((duplicates, conflicts))
 }
 
 #[cfg(test)]

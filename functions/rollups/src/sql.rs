@@ -107,28 +107,13 @@ const READINGS_OF_ALL: Sql = Sql::idempotent(
      ORDER BY r.recorded_at, r.metric",
 );
 
-/// The newest reading of each metric without reading the history: the device row lists its
-/// metrics (`metrics`, kept by ingest), and for each, the newest hour of its hourly aggregates
-/// holds the newest reading (`last_at`, `last_value`: exact, kept by ingest with every reading
-/// it stores). One backwards probe of that small table's primary key per metric; the readings
-/// themselves, and their months, are not touched. (Aggregates outlive the readings' retention,
-/// so a metric silent for longer than that still shows its last reading.)
-pub const LATEST: Sql = Sql::idempotent(
-    "SELECT l.metric, l.value, l.recorded_at
-     FROM devices d
-     LEFT JOIN LATERAL (
-         SELECT m.metric, newest.last_value::text AS value, newest.last_at AS recorded_at
-         FROM unnest(d.metrics) AS m(metric)
-         CROSS JOIN LATERAL (
-             SELECT h.last_value, h.last_at FROM reading_hours h
-             WHERE h.device_id = d.id AND h.metric = m.metric
-             ORDER BY h.hour DESC
-             LIMIT 1
-         ) newest
-     ) l ON true
-     WHERE d.id = $1 AND d.owner_id = $2
-     ORDER BY l.metric",
-);
+/// The newest reading of each metric without reading the history: the server-side function
+/// `latest_readings` (migrations/V11__latest_from_one_walk.sql), which reads the `last_value` of
+/// each metric's newest hourly aggregate, in one index walk of the device's newest hour when
+/// every metric reported within it. No row: not the caller's device; one row of NULLs: nothing
+/// stored. In no particular order.
+pub const LATEST: Sql =
+    Sql::idempotent("SELECT metric, value, recorded_at FROM latest_readings($1, $2)");
 
 /// Buckets of `$4` whole hours (`1h` and up; weeks from Monday) over [`$5`, `$6`), from the
 /// hourly aggregates (migration V8) for the whole hours in [`$7`, `$8`), and from the raw
@@ -302,7 +287,12 @@ pub async fn latest(
             &[(&device, Type::UUID), (&owner.as_str(), Type::TEXT)],
         )
         .await?;
-    readings_of(&rows)
+    let mut latest = readings_of(&rows)?;
+    // By name, byte by byte: whatever the database's collation, and no sort in the statement.
+    if let Some(latest) = &mut latest {
+        latest.sort_unstable_by(|a, b| a.metric.cmp(&b.metric));
+    }
+    Ok(latest)
 }
 
 /// Rows of (metric, value, recorded_at) behind the device check: none, not the caller's device;

@@ -339,7 +339,10 @@ async fn one_request_is_one_statement() {
         executed[0].1, 1,
         "one statement for a whole batch: {executed:#?}"
     );
-    assert!(executed[0].0.contains("INSERT INTO sensor_readings"));
+    assert!(
+        executed[0].0.contains("FROM ingest_readings("),
+        "{executed:#?}"
+    );
 }
 
 #[tokio::test]
@@ -376,32 +379,38 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
     let metrics: Vec<&str> = batch.iter().map(|b| b.0.as_str()).collect();
     let values: Vec<rust_decimal::Decimal> = batch.iter().map(|b| b.1).collect();
     let times: Vec<DateTime<Utc>> = batch.iter().map(|b| b.2).collect();
-    for statement in [ingest::sql::INGEST, ingest::sql::INGEST_WITH_REPEATS] {
-        let plan: Vec<String> = test
-            .direct
-            .query(
-                &format!("EXPLAIN (COSTS OFF) {}", statement.text()),
-                &[
-                    &hash,
-                    &metrics,
-                    &values,
-                    &times,
-                    &20.0f64,
-                    &100.0f64,
-                    &1000i32,
-                    &vec!["temperature"],
-                    &times[0],
-                    &times[999],
-                ],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
-        // The history and the batch lie in November: only that month is planned, and probed.
+    // New readings, then the same again (duplicates), then the same with every reading's first
+    // position spelled out (the statement for batches with repeats).
+    let each_its_own = Some((1..=1000).collect::<Vec<i64>>());
+    for (round, first_ords) in [None, None, each_its_own].into_iter().enumerate() {
+        // The plans of the function's statements, as auto_explain reports them.
+        let plan = tests::plans_run(
+            test.direct_url().expose(),
+            "SELECT * FROM ingest_readings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &hash,
+                &metrics,
+                &values,
+                &times,
+                &20.0f64,
+                &100.0f64,
+                &1000i32,
+                &vec!["temperature"],
+                &times[0],
+                &times[999],
+                &first_ords,
+            ],
+        )
+        .await;
+        assert!(plan.contains("Insert on sensor_readings"), "{plan}");
         assert!(!plan.contains("Seq Scan on sensor_readings"), "{plan}");
+        if round == 0 {
+            // All new: stored, and nothing else read.
+            assert!(!plan.contains("Scan using sensor_readings"), "{plan}");
+            continue;
+        }
+        // All stored before: compared with what is stored. The history and the batch lie in
+        // November: only that month is planned, and probed once per reading.
         assert!(!plan.contains("sensor_readings_2026_10"), "{plan}");
         assert!(
             plan.contains("Index Scan using sensor_readings_2026_11_pkey")
@@ -410,4 +419,88 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
         );
         assert!(plan.contains("Limit"), "one probe per reading: {plan}");
     }
+}
+
+/// Behind a pooler that hands server connections on as they are (Neon's), the plans of the ingest
+/// function's statements outlive the transaction. They must follow the months the scheduled
+/// function adds and drops: a month dropped and made again under them changes nothing.
+#[tokio::test]
+async fn kept_plans_follow_the_months_behind_a_pooler_that_keeps_them() {
+    let test = TestDb::new().await;
+    let (device, key) = test.device("user_a").await;
+    let mut config = test.config(&[]);
+    config.database_url = shared::config::Secret::new(format!(
+        "{}/{}?sslmode=disable",
+        env("TEST_NEON_POOLED_BASE"),
+        test.name
+    ));
+    let functions = Functions::new(&config);
+    let october = |i: i64| json!({"metric": "t", "value": format!("{i}"), "recorded_at": format!("2026-10-10T00:00:{:02}Z", i % 60)});
+    // More calls than PostgreSQL needs before it keeps one plan for all: new readings in
+    // November, then the same again (duplicates, the second statement).
+    for round in 0..8 {
+        let (status, body) = send(
+            &functions,
+            &key,
+            &json!({"readings": readings(round * 2, 2)}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["accepted"].clone()),
+            (200, json!(2)),
+            "{body}"
+        );
+        let (status, body) = send(
+            &functions,
+            &key,
+            &json!({"readings": readings(round * 2, 2)}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["duplicates"].clone()),
+            (200, json!(2)),
+            "{body}"
+        );
+    }
+    // October, dropped and made again, as retention and the pass that makes months would.
+    test.direct
+        .batch_execute(
+            "DROP TABLE sensor_readings_2026_10;
+             DELETE FROM reading_partitions WHERE name = 'sensor_readings_2026_10';
+             SELECT create_reading_partitions('2026-10-01', '2026-10-31')",
+        )
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let batch = json!({"readings": [october(round)]});
+        let (status, body) = send(&functions, &key, &batch).await;
+        assert_eq!(
+            (status, body["accepted"].clone()),
+            (200, json!(1)),
+            "{body}"
+        );
+        let (status, body) = send(&functions, &key, &batch).await;
+        assert_eq!(
+            (status, body["duplicates"].clone()),
+            (200, json!(1)),
+            "{body}"
+        );
+        let changed = json!({"readings": [{"metric": "t", "value": "-1", "recorded_at": october(round)["recorded_at"]}]});
+        let (status, body) = send(&functions, &key, &changed).await;
+        assert_eq!(
+            (status, body["conflicts"].as_array().map(Vec::len)),
+            (200, Some(1)),
+            "{body}"
+        );
+    }
+    let stored: i64 = test
+        .direct
+        .query_one(
+            "SELECT count(*) FROM sensor_readings_2026_10 WHERE device_id = $1",
+            &[&device],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 3);
 }

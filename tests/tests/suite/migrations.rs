@@ -19,6 +19,8 @@ async fn applying_twice_is_a_no_op() {
             "V7__reading_partitions_and_purges",
             "V8__hourly_aggregates",
             "V9__alert_events_only_when_wanted",
+            "V10__ingest_function",
+            "V11__latest_from_one_walk",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -82,7 +84,9 @@ async fn limit_counters_are_carried_over_from_existing_data() {
             "V6__notifications",
             "V7__reading_partitions_and_purges",
             "V8__hourly_aggregates",
-            "V9__alert_events_only_when_wanted"
+            "V9__alert_events_only_when_wanted",
+            "V10__ingest_function",
+            "V11__latest_from_one_walk"
         ]
     );
     let row = test
@@ -153,7 +157,9 @@ async fn partitioning_keeps_every_reading() {
         [
             "V7__reading_partitions_and_purges",
             "V8__hourly_aggregates",
-            "V9__alert_events_only_when_wanted"
+            "V9__alert_events_only_when_wanted",
+            "V10__ingest_function",
+            "V11__latest_from_one_walk"
         ]
     );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());
