@@ -237,8 +237,8 @@ fn parse_time(raw: &RawValue) -> Result<DateTime<Utc>, &'static str> {
     Ok(whole_micros(parsed))
 }
 
-/// One statement; an unknown or expired key is `401`, a device out of tokens
-/// `429`, a new metric past the device's limit `422`: nothing written for any of them.
+/// One statement; an unknown or expired key is `401`, a device out of tokens `429`, a new metric
+/// past the device's limit `422`: nothing written for any of them.
 async fn store(
     state: &State,
     key: &DeviceKey,
@@ -277,8 +277,8 @@ async fn store(
         tracing::warn!(%device_id, missing = stored.unknown.len(), "readings vanished during ingest");
         outcome.duplicates += stored.unknown.len() as i64;
     }
-    let conflicts = stored.conflicts;
-    outcome.conflicts = conflicts
+    outcome.conflicts = stored
+        .conflicts
         .into_iter()
         .filter_map(|ord| usize::try_from(ord - 1).ok())
         .filter_map(|index| {

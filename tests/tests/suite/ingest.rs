@@ -439,28 +439,11 @@ async fn kept_plans_follow_the_months_behind_a_pooler_that_keeps_them() {
     // More calls than PostgreSQL needs before it keeps one plan for all: new readings in
     // November, then the same again (duplicates, the second statement).
     for round in 0..8 {
-        let (status, body) = send(
-            &functions,
-            &key,
-            &json!({"readings": readings(round * 2, 2)}),
-        )
-        .await;
-        assert_eq!(
-            (status, body["accepted"].clone()),
-            (200, json!(2)),
-            "{body}"
-        );
-        let (status, body) = send(
-            &functions,
-            &key,
-            &json!({"readings": readings(round * 2, 2)}),
-        )
-        .await;
-        assert_eq!(
-            (status, body["duplicates"].clone()),
-            (200, json!(2)),
-            "{body}"
-        );
+        let batch = json!({"readings": readings(round * 2, 2)});
+        for verdict in ["accepted", "duplicates"] {
+            let (status, body) = send(&functions, &key, &batch).await;
+            assert_eq!((status, body[verdict].clone()), (200, json!(2)), "{body}");
+        }
     }
     // October, dropped and made again, as retention and the pass that makes months would.
     test.direct
