@@ -27,7 +27,9 @@
 -- reading has an identity of its own (the common case).
 --
 -- The answer, one row: the admitted device (NULL when not admitted, and then nothing was
--- written) and, only then, `known`: whether the key names a device at all; the readings accepted
+-- written) and, only then, `known`: whether the key names a device at all, and if it does, why
+-- the request was not admitted: `tokens`, the device's rate-limit bucket refilled to now (NULL
+-- when the rate limit is off), and `device_metrics`, the metrics it has; the readings accepted
 -- (stored now), duplicates (the same value already stored, compared as numbers), the positions
 -- (1-based) of conflicts (another value stored) and of unknowns: readings gone by the time they
 -- were compared (their device deleted meanwhile). Safe to repeat: a repeat finds its own readings
@@ -55,8 +57,8 @@ CREATE FUNCTION ingest_readings(
     _key_hash bytea, _metrics text[], _values numeric[], _times timestamptz[],
     _rate float8, _burst float8, _metrics_limit int4, _distinct_metrics text[],
     _earliest timestamptz, _latest timestamptz, _first_ords int8[],
-    OUT device_id uuid, OUT known boolean, OUT accepted int8, OUT duplicates int8,
-    OUT conflicts int8[], OUT unknown int8[]
+    OUT device_id uuid, OUT known boolean, OUT tokens float8, OUT device_metrics text[],
+    OUT accepted int8, OUT duplicates int8, OUT conflicts int8[], OUT unknown int8[]
 ) LANGUAGE plpgsql AS $function$
 #variable_conflict use_column
 DECLARE
@@ -138,10 +140,21 @@ BEGIN
     INTO device_id, accepted, duplicates, conflicts, unknown, missed;
 
     IF device_id IS NULL THEN
-        -- Not admitted, nothing written: does the key name a device at all?
-        known := EXISTS (SELECT 1 FROM devices k WHERE k.device_key_hash = $1)
-              OR EXISTS (SELECT 1 FROM devices k
-                         WHERE k.previous_key_hash = $1 AND k.previous_key_expires_at > now());
+        -- Not admitted, nothing written: does the key name a device, and if so, why was the
+        -- request refused (the bucket and the metrics as the row holds them now)?
+        SELECT CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
+                   d.rate_tokens + $5 * greatest(0, extract(epoch FROM now() - d.rate_at)), $6))
+               END,
+               d.metrics
+        INTO tokens, device_metrics
+        FROM devices d
+        WHERE d.id = coalesce(
+                  (SELECT k.id FROM devices k WHERE k.device_key_hash = $1),
+                  (SELECT k.id FROM devices k
+                   WHERE k.previous_key_hash = $1 AND k.previous_key_expires_at > now()))
+          AND (d.device_key_hash = $1
+               OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now()));
+        known := FOUND;
     ELSIF missed IS NOT NULL THEN
         -- Each reading not stored now against the value stored for its identity: the value its
         -- first reading stored now, or the value stored before (one primary-key probe).

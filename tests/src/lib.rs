@@ -63,11 +63,13 @@ impl TestDb {
 
     /// The URL through PgBouncer (transaction mode, DISCARD ALL): what the functions get.
     pub fn pooled_url(&self) -> Secret {
-        Secret::new(format!(
-            "{}/{}?sslmode=disable",
-            env("TEST_POOLED_BASE"),
-            self.name
-        ))
+        self.pooled_url_via("TEST_POOLED_BASE")
+    }
+
+    /// The URL through the pooler whose base URL the variable `base` holds (`TEST_POOLED_BASE`,
+    /// or `TEST_NEON_POOLED_BASE`: one configured like Neon's, without the reset).
+    pub fn pooled_url_via(&self, base: &str) -> Secret {
+        Secret::new(format!("{}/{}?sslmode=disable", env(base), self.name))
     }
 
     /// This database on the streaming replica, through the replica's PgBouncer: what

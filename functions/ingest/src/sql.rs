@@ -1,7 +1,6 @@
 //! The ingest statements: the whole request in one round trip.
 
 use chrono::{DateTime, Utc};
-use const_format::concatcp;
 use rust_decimal::Decimal;
 use shared::config::Limits;
 use shared::db::{Db, DbError, Param, Sql};
@@ -9,28 +8,6 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::Reading;
-
-/// The device whose current key is `$1`, else the device whose previous key is `$1` and has not
-/// expired: two plain unique-index probes, the second only when the first finds nothing.
-const KEY_DEVICE: &str = "coalesce(
-             (SELECT k.id FROM devices k WHERE k.device_key_hash = $1),
-             (SELECT k.id FROM devices k
-              WHERE k.previous_key_hash = $1 AND k.previous_key_expires_at > now()))";
-
-/// That row, with the key re-checked on it (it may have been rotated meanwhile).
-const KEY_MATCHES: &str = concatcp!(
-    "d.id = ",
-    KEY_DEVICE,
-    "
-           AND (d.device_key_hash = $1
-                OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now()))"
-);
-
-/// Its rate-limit bucket refilled to now: `$5` tokens per second, at most `$6` (NULL when the
-/// rate is 0, i.e. off).
-const TOKENS: &str = "CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
-             d.rate_tokens + $5 * greatest(0, extract(epoch FROM now() - d.rate_at)), $6))
-         END";
 
 /// The whole request in one statement: a call of the server-side function `ingest_readings`
 /// (its SQL, and what each part does: migrations/V10__ingest_function.sql). It resolves the key,
@@ -45,11 +22,12 @@ const TOKENS: &str = "CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
 /// limit, `$8` the batch's distinct metrics, `$9`/`$10` its earliest and latest time, `$11` for
 /// each reading the position of the batch's first reading with the same identity (NULL when
-/// all differ). Not admitted → `device_id` NULL, and `known` says whether the key names a
-/// device. Safe to repeat: a repeat finds its own readings stored and calls them duplicates
+/// all differ). Not admitted → `device_id` NULL (nothing written), `known` says whether the key
+/// names a device, and for one that does, `tokens` (its bucket refilled to now, NULL when the
+/// rate limit is off) and `device_metrics` say why. Safe to repeat: a repeat finds its own readings stored and calls them duplicates
 /// (and takes another token).
 pub const INGEST: Sql = Sql::idempotent(
-    "SELECT device_id, known, accepted, duplicates, conflicts, unknown
+    "SELECT device_id, known, tokens, device_metrics, accepted, duplicates, conflicts, unknown
      FROM ingest_readings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 );
 
@@ -63,16 +41,6 @@ pub struct Stored {
     /// meanwhile.
     pub unknown: Vec<i64>,
 }
-
-/// Why a valid key's request was not admitted, read only then (a refused request writes
-/// nothing): the bucket and the metrics as the row holds them now. `$1`, `$5` and `$6` as in
-/// [`INGEST`]; `$2` to `$4` are declared but unused (the batch is not sent again).
-const WHY_REFUSED: Sql = Sql::idempotent(concatcp!(
-    "SELECT ",
-    TOKENS,
-    " AS tokens, d.metrics FROM devices d WHERE ",
-    KEY_MATCHES
-));
 
 /// What the ingest statement answered for a key that names a device.
 pub enum Ingested {
@@ -88,8 +56,8 @@ pub enum Ingested {
     },
 }
 
-/// Admits and stores the batch in one statement; `None` when no valid key is this one. A
-/// refused request (rate or metrics limit) takes one more read, to say why.
+/// Admits and stores the batch in one statement; `None` when no valid key is this one. For a
+/// refused request (rate or metrics limit) the same statement says why.
 pub async fn ingest(
     db: &Db,
     key_hash: &[u8; 32],
@@ -146,30 +114,15 @@ pub async fn ingest(
     if !row.try_get::<_, Option<bool>>("known")?.unwrap_or(false) {
         return Ok(None);
     }
-    let (no_metrics, no_values, no_times) = (
-        None::<Vec<&str>>,
-        None::<Vec<Decimal>>,
-        None::<Vec<DateTime<Utc>>>,
-    );
-    let why_params: &[Param<'_>] = &[
-        (&key_hash, Type::BYTEA),
-        (&no_metrics, Type::TEXT_ARRAY),
-        (&no_values, Type::NUMERIC_ARRAY),
-        (&no_times, Type::TIMESTAMPTZ_ARRAY),
-        (&limits.ingest_rate_per_device, Type::FLOAT8),
-        (&limits.ingest_burst_per_device, Type::FLOAT8),
-    ];
-    let Some(why) = db.query_typed_opt(&WHY_REFUSED, why_params).await? else {
-        return Ok(None);
-    };
-    let tokens: Option<f64> = why.try_get("tokens")?;
+    // Refused: the function said why, from the row as it is now.
+    let tokens: Option<f64> = row.try_get("tokens")?;
     if let Some(tokens) = tokens.filter(|t| *t < 1.0) {
         let wait = ((1.0 - tokens) / limits.ingest_rate_per_device).ceil();
         return Ok(Some(Ingested::RateLimited {
             retry_after: (wait as u32).max(1),
         }));
     }
-    let known: Vec<String> = why.try_get("metrics")?;
+    let known: Vec<String> = row.try_get("device_metrics")?;
     let new: Vec<&str> = distinct
         .into_iter()
         .filter(|m| !known.iter().any(|k| k == m))
@@ -180,7 +133,8 @@ pub async fn ingest(
         Some(metric) => Ingested::TooManyMetrics {
             metric: (*metric).to_owned(),
         },
-        // Refused a moment ago, admissible now: the row changed in between (tokens came back).
+        // Refused, yet admissible as the row was read a moment later: another request changed
+        // it in between.
         None => Ingested::RateLimited { retry_after: 1 },
     }))
 }

@@ -429,11 +429,7 @@ async fn kept_plans_follow_the_months_behind_a_pooler_that_keeps_them() {
     let test = TestDb::new().await;
     let (device, key) = test.device("user_a").await;
     let mut config = test.config(&[]);
-    config.database_url = shared::config::Secret::new(format!(
-        "{}/{}?sslmode=disable",
-        env("TEST_NEON_POOLED_BASE"),
-        test.name
-    ));
+    config.database_url = test.pooled_url_via("TEST_NEON_POOLED_BASE");
     let functions = Functions::new(&config);
     let october = |i: i64| json!({"metric": "t", "value": format!("{i}"), "recorded_at": format!("2026-10-10T00:00:{:02}Z", i % 60)});
     // More calls than PostgreSQL needs before it keeps one plan for all: new readings in

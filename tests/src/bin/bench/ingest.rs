@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use shared::config::{Config, Secret};
+use shared::config::Config;
 use shared::db::{Db, Idempotence, Sql};
 use tests::{Event, TestDb};
 use tokio_postgres::types::{ToSql, Type};
@@ -61,12 +61,6 @@ async fn copy(db: &Db, device: Uuid, rows: &Batch) {
     .expect("copy");
 }
 
-/// The two poolers the figures are measured through: the tests' one (DISCARD ALL after every
-/// transaction: nothing survives on a server connection) and one like Neon's (no reset query:
-/// PL/pgSQL's plans survive).
-pub const PROFILES: [(&str, &str); 2] =
-    [("", "TEST_POOLED_BASE"), ("_neon", "TEST_NEON_POOLED_BASE")];
-
 pub async fn figures(sizes: &Sizes, report: &mut Report) {
     eprintln!("bench: ingest (device history {} readings)", sizes.history);
     let test = TestDb::new().await;
@@ -87,12 +81,8 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         ("INGEST_RATE_PER_DEVICE", "1000000"),
         ("INGEST_BURST_PER_DEVICE", "1000000"),
     ]);
-    for (profile, (suffix, base)) in PROFILES.into_iter().enumerate() {
-        config.database_url = Secret::new(format!(
-            "{}/{}?sslmode=disable",
-            tests::env(base),
-            test.name
-        ));
+    for (profile, (suffix, base)) in crate::PROFILES.into_iter().enumerate() {
+        config.database_url = test.pooled_url_via(base);
         let state = ingest::State::new(&config).expect("ingest state");
         // Readings of each profile in a time range of their own (all of them in 2026, past).
         let offset = profile as i64 * 1_000_000;

@@ -103,6 +103,12 @@ impl Sizes {
     }
 }
 
+/// The two poolers the ingest and `latest` figures are measured through, by the variable that
+/// holds each one's base URL, with the suffix of their figures' names: the tests' one (DISCARD
+/// ALL after every transaction: nothing survives on a server connection) and one like Neon's
+/// (no reset query: PL/pgSQL's plans survive).
+const PROFILES: [(&str, &str); 2] = [("", "TEST_POOLED_BASE"), ("_neon", "TEST_NEON_POOLED_BASE")];
+
 #[derive(Serialize)]
 struct Figure {
     name: String,

@@ -3,7 +3,6 @@
 //! walk that returns as many rows (1,000 metrics).
 
 use chrono::DateTime;
-use shared::config::Secret;
 use shared::db::Sql;
 use tests::{Event, TestDb};
 use tokio_postgres::types::Type;
@@ -181,12 +180,8 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         .to_utc();
     let wide_path = format!("/v1/devices/{wide_device}/latest");
     let mut config = test.config(&[]);
-    for (suffix, base) in crate::ingest::PROFILES {
-        config.database_url = Secret::new(format!(
-            "{}/{}?sslmode=disable",
-            tests::env(base),
-            test.name
-        ));
+    for (suffix, base) in crate::PROFILES {
+        config.database_url = test.pooled_url_via(base);
         let state = rollups::State::new(&config).expect("rollups state");
         let latest = |path: &String| rollups::handle(&state, get(path.clone(), ""));
         // Warm: connection, caches, and the function's plans where they survive.
