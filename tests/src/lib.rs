@@ -125,7 +125,8 @@ impl TestDb {
         Config::from_vars(&vars).expect("test configuration is complete")
     }
 
-    /// One pass of the scheduled function at the real clock (evaluation, partitions, purges).
+    /// One pass of the scheduled function at the real clock (evaluation, partitions, purges,
+    /// daily aggregates).
     pub async fn pass(&self) -> alert_eval::Summary {
         let state = alert_eval::State::new(&self.config(&[])).expect("alert-eval starts");
         alert_eval::handle(&state, serde_json::json!({}))
@@ -134,7 +135,8 @@ impl TestDb {
     }
 
     /// The hourly aggregates of one series (device, metric), or of every series (`None`),
-    /// recomputed from the readings as ingest would have kept them: for readings inserted
+    /// recomputed from the readings as ingest would have kept them, none folded into days yet
+    /// (its daily aggregates are deleted; a pass folds them again): for readings inserted
     /// directly, bypassing ingest.
     pub async fn aggregate(&self, series: Option<(uuid::Uuid, &str)>) {
         let (device, metric) = series.unzip();
@@ -150,13 +152,12 @@ impl TestDb {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&device, &metric];
         const SERIES: &str =
             "($1::uuid IS NULL OR device_id = $1) AND ($2::text IS NULL OR metric = $2)";
-        self.direct
-            .execute(
-                &format!("DELETE FROM reading_hours WHERE {SERIES}"),
-                &params,
-            )
-            .await
-            .expect("the hourly aggregates");
+        for table in ["reading_hours", "reading_days"] {
+            self.direct
+                .execute(&format!("DELETE FROM {table} WHERE {SERIES}"), &params)
+                .await
+                .expect("the aggregates");
+        }
         self.direct
             .execute(
                 &format!(

@@ -5,7 +5,8 @@
 //! arrived since the previous pass into the rules' states (raising and resolving alerts at the
 //! readings where conditions begin and end), fire `absent` rules, mark quiet devices offline,
 //! keep the readings' monthly partitions (ahead of time, and dropped past retention), purge the
-//! readings of deleted devices, and deliver the notifications that are due.
+//! readings of deleted devices, fold the hourly aggregates of whole days into daily ones, and
+//! deliver the notifications that are due.
 //! Each step works in bounded chunks, each its own transaction, within a time budget; what does
 //! not fit is left for the next pass and counted in `rules_pending`. Overlapping passes take turns
 //! chunk by chunk and add up to what one pass would do.
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, Timelike, Utc};
+use chrono::{DateTime, NaiveTime, TimeDelta, Timelike, Utc};
 use serde::Serialize;
 use shared::config::Config;
 use shared::db::{Db, DbError, Idempotence, Sql, Timeouts, Tx};
@@ -42,6 +43,8 @@ pub struct Budget {
     pub arrival_chunk: i64,
     /// Readings of deleted devices purged per chunk.
     pub purge_chunk: i64,
+    /// Unfolded hours whose days are folded into daily aggregates per chunk.
+    pub fold_chunk: i32,
     /// Arrivals are folded up to this long before now (and never past the database's clock less
     /// this): every ingest statement that began before then has finished (the server bounds it at
     /// 12 s), so no reading becomes visible behind the progress mark. `absent` rules are judged as
@@ -61,6 +64,7 @@ impl Default for Budget {
             build_chunk: 2_000,
             arrival_chunk: 50_000,
             purge_chunk: 10_000,
+            fold_chunk: 20_000,
             arrival_margin: Duration::from_secs(15),
             deliver_until: Duration::from_secs(48),
             delivery: deliver::Plan::default(),
@@ -124,8 +128,12 @@ pub struct Summary {
     pub notifications_sent: i64,
     pub notifications_failed: i64,
     pub notifications: Sent,
-    /// Rows of deleted devices (readings and their hourly aggregates) removed in this pass.
+    /// Rows of deleted devices (readings and their hourly and daily aggregates) removed in this
+    /// pass.
     pub purged_rows: i64,
+    /// Daily aggregates written from the hours of whole days (new days, and days that took late
+    /// readings).
+    pub days_folded: i64,
     pub duration_ms: u64,
 }
 
@@ -256,9 +264,9 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         tracing::info!(made, dropped, "reading partitions");
     }
     if let Some(days) = state.aggregate_retention_days {
-        let before = now - TimeDelta::days(days.into());
-        chunked(state, "forget old hours", |tx| async move {
-            sql::forget_old_hours(&tx, before).await
+        let before = midnight(now - TimeDelta::days(days.into()));
+        chunked(state, "forget old aggregates", |tx| async move {
+            sql::forget_old_aggregates(&tx, before).await
         })
         .await?;
     }
@@ -269,6 +277,17 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         .await?;
         match purged {
             Some(Some(rows)) => summary.purged_rows += rows,
+            _ => break,
+        }
+    }
+    // Then the whole days with hours not yet in their day's row (late readings included).
+    while in_time() {
+        let folded = chunked(state, "fold days", |tx| async move {
+            sql::fold_days(&tx, now, budget.fold_chunk).await
+        })
+        .await?;
+        match folded {
+            Some(days) if days > 0 => summary.days_folded += i64::from(days),
             _ => break,
         }
     }
@@ -297,10 +316,16 @@ pub async fn handle(state: &State, _event: serde_json::Value) -> Result<Summary,
         notifications_failed = summary.notifications_failed,
         notifications_retrying = summary.notifications.retrying,
         purged_rows = summary.purged_rows,
+        days_folded = summary.days_folded,
         duration_ms = summary.duration_ms,
         "alert evaluation"
     );
     Ok(summary)
+}
+
+/// The UTC midnight that starts `t`'s day.
+fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.date_naive().and_time(NaiveTime::MIN).and_utc()
 }
 
 /// One chunk in its own transaction with the raised statement bound. A chunk that meets a

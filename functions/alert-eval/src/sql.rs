@@ -672,8 +672,8 @@ pub async fn partitions(
     Ok(row.try_get("n")?)
 }
 
-/// One chunk of a deleted device's readings and of its hourly aggregates (`$1` rows of each at
-/// most), oldest deletion first; the device leaves the queue with its last chunk. A device being purged by an overlapping pass is
+/// One chunk of a deleted device's readings and of its hourly and daily aggregates (`$1` rows of
+/// each at most), oldest deletion first; the device leaves the queue with its last chunk. A device being purged by an overlapping pass is
 /// skipped, so passes share the work instead of waiting on each other.
 const PURGE: Sql = Sql::idempotent(
     "WITH queued AS (
@@ -702,13 +702,25 @@ const PURGE: Sql = Sql::idempotent(
          WHERE h.device_id = c.device_id AND h.metric = c.metric AND h.hour = c.hour
          RETURNING 1
      ),
+     days AS (
+         SELECT d.device_id, d.metric, d.day
+         FROM queued q JOIN reading_days d ON d.device_id = q.device_id
+         LIMIT $1
+     ),
+     days_gone AS (
+         DELETE FROM reading_days d USING days c
+         WHERE d.device_id = c.device_id AND d.metric = c.metric AND d.day = c.day
+         RETURNING 1
+     ),
      finished AS (
          DELETE FROM device_purges p USING queued q
          WHERE p.device_id = q.device_id
            AND (SELECT count(*) FROM gone) < $1 AND (SELECT count(*) FROM hours_gone) < $1
+           AND (SELECT count(*) FROM days_gone) < $1
      )
      SELECT EXISTS (SELECT 1 FROM queued) AS found,
-            (SELECT count(*) FROM gone) + (SELECT count(*) FROM hours_gone) AS purged",
+            (SELECT count(*) FROM gone) + (SELECT count(*) FROM hours_gone)
+                + (SELECT count(*) FROM days_gone) AS purged",
 );
 
 /// For [`PURGE`]'s transaction only: walk the device's primary-key range and stop at the chunk.
@@ -720,7 +732,7 @@ const WALK_THE_INDEX: Sql = Sql::idempotent(
     "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)",
 );
 
-/// Rows purged (readings and hours), or `None` when no deleted device is waiting (or all are
+/// Rows purged (readings, hours and days), or `None` when no deleted device is waiting (or all are
 /// being purged).
 pub async fn purge(tx: &Tx, chunk: i64) -> Result<Option<i64>, DbError> {
     tx.execute_typed(&WALK_THE_INDEX, &[]).await?;
@@ -729,16 +741,36 @@ pub async fn purge(tx: &Tx, chunk: i64) -> Result<Option<i64>, DbError> {
     Ok(found.then(|| row.try_get("purged")).transpose()?)
 }
 
-/// Hourly aggregates older than `$1` (AGGREGATE_RETENTION_DAYS), a bounded number per pass.
-const FORGET_OLD_HOURS: Sql = Sql::idempotent(
-    "DELETE FROM reading_hours h
-     USING (SELECT device_id, metric, hour FROM reading_hours WHERE hour < $1 LIMIT 10000) old
-     WHERE h.device_id = old.device_id AND h.metric = old.metric AND h.hour = old.hour",
+/// Hourly and daily aggregates before `$1` (AGGREGATE_RETENTION_DAYS, a UTC midnight, so that a
+/// day's row never outlives some of its hours), a bounded number of each per pass.
+const FORGET_OLD_AGGREGATES: Sql = Sql::idempotent(
+    "WITH hours AS (
+         DELETE FROM reading_hours h
+         USING (SELECT device_id, metric, hour FROM reading_hours WHERE hour < $1 LIMIT 10000) old
+         WHERE h.device_id = old.device_id AND h.metric = old.metric AND h.hour = old.hour
+     )
+     DELETE FROM reading_days d
+     USING (SELECT device_id, metric, day FROM reading_days WHERE day < $1 LIMIT 10000) old
+     WHERE d.device_id = old.device_id AND d.metric = old.metric AND d.day = old.day",
 );
 
-pub async fn forget_old_hours(tx: &Tx, before: DateTime<Utc>) -> Result<u64, DbError> {
-    tx.execute_typed(&FORGET_OLD_HOURS, &[(&before, Type::TIMESTAMPTZ)])
+pub async fn forget_old_aggregates(tx: &Tx, before: DateTime<Utc>) -> Result<u64, DbError> {
+    tx.execute_typed(&FORGET_OLD_AGGREGATES, &[(&before, Type::TIMESTAMPTZ)])
         .await
+}
+
+/// The whole UTC days before `$1` that have hours not folded into their day's row yet, folded
+/// (migration V12): the days of the next `$2` such hours. How many day rows were written.
+const FOLD_DAYS: Sql = Sql::idempotent("SELECT fold_reading_days($1, $2) AS n");
+
+pub async fn fold_days(tx: &Tx, before: DateTime<Utc>, hours: i32) -> Result<i32, DbError> {
+    let row = tx
+        .query_typed_one(
+            &FOLD_DAYS,
+            &[(&before, Type::TIMESTAMPTZ), (&hours, Type::INT4)],
+        )
+        .await?;
+    Ok(row.try_get("n")?)
 }
 
 /// What is left for the next pass: rules without a current state, and rules whose series have

@@ -128,6 +128,10 @@ const PARTIAL_HOURS: &str = "SELECT r.recorded_at, 1, r.value, r.value, r.value,
          FROM device JOIN sensor_readings r
            ON r.device_id = device.id AND r.metric = $3 AND r.recorded_at >= $8 AND r.recorded_at < $6";
 
+/// An hourly aggregate `h` as a part of [`BUCKETS_OF_PARTS`].
+const HOUR_PART: &str = "h.hour AS at, h.count, h.sum, h.min, h.max,
+                h.first_at, h.first_value, h.last_at, h.last_value";
+
 /// The buckets of `$4` from `parts` (at, count, sum, min, max, first_at, first_value, last_at,
 /// last_value), merged exactly: counts and sums add, minima and maxima compare, `first`/`last`
 /// are the values at the earliest/latest time; and the answer, as [`ROLLUP`]'s.
@@ -156,9 +160,9 @@ pub const ROLLUP_FROM_HOURS: Sql = Sql::idempotent(concatcp!(
          SELECT id FROM devices WHERE id = $1 AND owner_id = $2
      ),
      parts AS (
-         SELECT h.hour AS at, h.count, h.sum, h.min, h.max,
-                h.first_at, h.first_value, h.last_at, h.last_value
-         FROM device JOIN reading_hours h
+         SELECT ",
+    HOUR_PART,
+    " FROM device JOIN reading_hours h
            ON h.device_id = device.id AND h.metric = $3 AND h.hour >= $7 AND h.hour < $8
          UNION ALL
          ",
@@ -169,12 +173,12 @@ pub const ROLLUP_FROM_HOURS: Sql = Sql::idempotent(concatcp!(
     BUCKETS_OF_PARTS
 ));
 
-/// Buckets of `$4` longer than an hour (`6h`, `1d`, `1w` from Monday), parameters as
+/// Buckets of `$4` longer than an hour and shorter than a day (`6h`), parameters as
 /// [`ROLLUP_FROM_HOURS`]. Each bucket's whole hours are aggregated on their own, over a range of
 /// the hours' primary key, with `first`/`last` from the bucket's first and last hour by one probe
-/// each; the partial hours at the ends are merged as there. So a year of days aggregates 365
-/// ranges of 24 rows without sorting the 8,760 hours (sorting and grouping them took 2.4× as
-/// long).
+/// each; the partial hours at the ends are merged as there. So a year of 6-hour buckets
+/// aggregates 1,460 ranges of 6 rows without sorting the 8,760 hours (sorting and grouping them
+/// took 2.4× as long).
 pub const ROLLUP_FROM_HOURS_BY_BUCKET: Sql = Sql::idempotent(concatcp!(
     "WITH device AS (
          SELECT id FROM devices WHERE id = $1 AND owner_id = $2
@@ -206,6 +210,54 @@ pub const ROLLUP_FROM_HOURS_BY_BUCKET: Sql = Sql::idempotent(concatcp!(
     BUCKETS_OF_PARTS
 ));
 
+/// Buckets of a day or a week (`1d`, `1w` from Monday), parameters as [`ROLLUP_FROM_HOURS`] and
+/// `$9`/`$10` the whole UTC days within the whole hours (`$9` = `$10` = `$8` when there are none).
+/// A whole day is its daily aggregate (migration V12) when all its hours are folded into it, and
+/// its hours otherwise (`unfolded`: today, or a day that took a late reading since the scheduled
+/// function's last pass, found in the small index of unfolded hours); the whole hours outside the
+/// whole days and the partial hours at the ends as there. So a year of days reads 365 rows of
+/// one primary-key range, and the answer is the hours' answer whatever has been folded.
+pub const ROLLUP_FROM_DAYS: Sql = Sql::idempotent(concatcp!(
+    "WITH device AS (
+         SELECT id FROM devices WHERE id = $1 AND owner_id = $2
+     ),
+     unfolded AS (
+         SELECT DISTINCT date_bin('1 day', u.hour, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS day
+         FROM device JOIN reading_hours u
+           ON u.device_id = device.id AND u.metric = $3 AND u.hour >= $9 AND u.hour < $10
+          AND NOT u.folded
+     ),
+     parts AS (
+         SELECT d.day AS at, d.count, d.sum, d.min, d.max,
+                d.first_at, d.first_value, d.last_at, d.last_value
+         FROM device JOIN reading_days d
+           ON d.device_id = device.id AND d.metric = $3 AND d.day >= $9 AND d.day < $10
+         WHERE d.day NOT IN (SELECT day FROM unfolded)
+         UNION ALL
+         SELECT ",
+    HOUR_PART,
+    " FROM device CROSS JOIN unfolded JOIN reading_hours h
+           ON h.device_id = device.id AND h.metric = $3
+          AND h.hour >= unfolded.day AND h.hour < unfolded.day + interval '24 hours'
+         UNION ALL
+         SELECT ",
+    HOUR_PART,
+    " FROM device JOIN reading_hours h
+           ON h.device_id = device.id AND h.metric = $3 AND h.hour >= $7 AND h.hour < $9
+         UNION ALL
+         SELECT ",
+    HOUR_PART,
+    " FROM device JOIN reading_hours h
+           ON h.device_id = device.id AND h.metric = $3 AND h.hour >= $10 AND h.hour < $8
+         UNION ALL
+         ",
+    PARTIAL_HOURS,
+    "
+     ),
+     ",
+    BUCKETS_OF_PARTS
+));
+
 /// The whole hours of [from, to) as [start, end), or `None` when it holds none.
 fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     let hour = Bucket::H1;
@@ -219,6 +271,20 @@ fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<(DateTime<Utc>,
     (start < end).then_some((start, end))
 }
 
+/// The whole UTC days of the whole hours [start, end) as [start, end), or `None` when it holds
+/// none.
+fn whole_days(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let day = Bucket::D1;
+    let first = day.start_of(start);
+    let first = if first == start {
+        start
+    } else {
+        first + chrono::TimeDelta::days(1)
+    };
+    let last = day.start_of(end);
+    (first < last).then_some((first, last))
+}
+
 /// The points of one metric's rollup; `None` when the device is not the caller's.
 pub async fn rollup(
     db: &Db,
@@ -230,6 +296,7 @@ pub async fn rollup(
 ) -> Result<Option<Vec<Point>>, DbError> {
     let size = format!("{} seconds", bucket.seconds());
     let (hours_from, hours_to) = whole_hours(from, to).unwrap_or((to, to));
+    let (days_from, days_to) = whole_days(hours_from, hours_to).unwrap_or((hours_to, hours_to));
     let (owner, metric) = (owner.as_str(), metric.as_str());
     let mut params: Vec<Param<'_>> = vec![
         (&device, Type::UUID),
@@ -242,10 +309,14 @@ pub async fn rollup(
     let statement = if bucket.from_hours() {
         params.push((&hours_from, Type::TIMESTAMPTZ));
         params.push((&hours_to, Type::TIMESTAMPTZ));
-        if bucket == Bucket::H1 {
-            &ROLLUP_FROM_HOURS
-        } else {
-            &ROLLUP_FROM_HOURS_BY_BUCKET
+        match bucket {
+            Bucket::H1 => &ROLLUP_FROM_HOURS,
+            Bucket::D1 | Bucket::W1 => {
+                params.push((&days_from, Type::TIMESTAMPTZ));
+                params.push((&days_to, Type::TIMESTAMPTZ));
+                &ROLLUP_FROM_DAYS
+            }
+            _ => &ROLLUP_FROM_HOURS_BY_BUCKET,
         }
     } else {
         &ROLLUP

@@ -230,6 +230,72 @@ async fn a_month_wholly_past_retention_is_dropped_by_a_pass() {
     assert_eq!(left, ["2"]);
 }
 
+/// Hourly and daily aggregates before the UTC midnight that starts the day of the horizon
+/// (now − `AGGREGATE_RETENTION_DAYS`) are deleted by a pass, whether they were folded or not;
+/// those after it stay.
+#[tokio::test]
+async fn aggregates_past_their_retention_are_deleted_by_whole_days() {
+    let test = TestDb::new().await;
+    let (device, _) = test.device(OWNER).await;
+    test.direct
+        .execute(
+            "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+             VALUES ($1, 't', 1, '2026-04-15T23:00:00Z'), ($1, 't', 2, '2026-04-16T01:00:00Z'),
+                    ($1, 't', 3, '2026-04-17T00:00:00Z')",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    test.aggregate(None).await;
+    let pass = |now: DateTime<Utc>| {
+        let config = test.config(&[("RETENTION_DAYS", "30"), ("AGGREGATE_RETENTION_DAYS", "60")]);
+        async move {
+            let notifier = Notifier::new(&config.notify);
+            let state = alert_eval::State::with(
+                &config,
+                alert_eval::Budget::default(),
+                Arc::new(move || now),
+                notifier,
+            )
+            .unwrap();
+            alert_eval::handle(&state, json!({})).await.unwrap()
+        }
+    };
+    let kept = |table: &'static str| {
+        let test = &test;
+        async move {
+            test.direct
+                .query(
+                    &format!(
+                        "SELECT to_char(hour, 'MM-DD\"T\"HH24') FROM (
+                             SELECT {} AS hour FROM {table}) t ORDER BY 1",
+                        if table == "reading_days" {
+                            "day"
+                        } else {
+                            "hour"
+                        }
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    // Horizon 2026-04-16T12:00Z: aggregates before 2026-04-16T00:00Z go; the day of April 16th
+    // keeps all of its hours (its row could not be cut at noon).
+    let summary = pass(at("2026-06-15T12:00:00Z")).await;
+    assert_eq!(summary.days_folded, 2, "April 16th and 17th");
+    assert_eq!(kept("reading_hours").await, ["04-16T01", "04-17T00"]);
+    assert_eq!(kept("reading_days").await, ["04-16T00", "04-17T00"]);
+    // A day later, April 16th goes, folded or not.
+    pass(at("2026-06-16T12:00:00Z")).await;
+    assert_eq!(kept("reading_hours").await, ["04-17T00"]);
+    assert_eq!(kept("reading_days").await, ["04-17T00"]);
+}
+
 /// `n` readings of `metric`, 10 s apart, ending a little before now.
 async fn history(test: &TestDb, device: Uuid, metric: &str, n: i64) {
     test.direct
@@ -283,8 +349,25 @@ async fn a_deleted_device_is_gone_at_once_and_its_readings_are_purged_in_chunks(
                 .get::<_, i64>(0)
         }
     };
+    let days_of = |device: Uuid| {
+        let test = &test;
+        async move {
+            test.direct
+                .query_one(
+                    "SELECT count(*) FROM reading_days WHERE device_id = $1",
+                    &[&device],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
     let (hours, other_hours) = (hours_of(device).await, hours_of(other).await);
     assert!(hours > 300 && other_hours > 0, "{hours} {other_hours}");
+    // Its whole days are folded into daily aggregates, purged with the rest.
+    test.pass().await;
+    let (days, other_days) = (days_of(device).await, days_of(other).await);
+    assert!(days >= 13, "{days}");
 
     let path = format!("/v1/devices/{device}");
     let (status, _) = functions
@@ -329,10 +412,12 @@ async fn a_deleted_device_is_gone_at_once_and_its_readings_are_purged_in_chunks(
         pass_at(&test, now, "400", budget),
         pass_at(&test, now, "400", budget)
     );
-    assert_eq!(a.purged_rows + b.purged_rows, 120_000 + hours);
+    assert_eq!(a.purged_rows + b.purged_rows, 120_000 + hours + days);
     assert_eq!(readings_of(&test, device).await, 0);
     assert_eq!(hours_of(device).await, 0);
+    assert_eq!(days_of(device).await, 0);
     assert_eq!(hours_of(other).await, other_hours);
+    assert_eq!(days_of(other).await, other_days);
     assert_eq!(test.count("device_purges").await, 0);
     // Nothing else was touched.
     assert_eq!(readings_of(&test, other).await, 1_000);

@@ -21,6 +21,7 @@ async fn applying_twice_is_a_no_op() {
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
             "V11__latest_from_one_walk",
+            "V12__daily_aggregates",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -86,7 +87,8 @@ async fn limit_counters_are_carried_over_from_existing_data() {
             "V8__hourly_aggregates",
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
-            "V11__latest_from_one_walk"
+            "V11__latest_from_one_walk",
+            "V12__daily_aggregates"
         ]
     );
     let row = test
@@ -159,7 +161,8 @@ async fn partitioning_keeps_every_reading() {
             "V8__hourly_aggregates",
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
-            "V11__latest_from_one_walk"
+            "V11__latest_from_one_walk",
+            "V12__daily_aggregates"
         ]
     );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());
@@ -237,6 +240,46 @@ async fn partitioning_keeps_every_reading() {
         row.get::<_, String>(2),
         "1",
         "the first reading of the first hour"
+    );
+
+    // V12 folded no hour into a day; the passes after it fold every whole day's hours, and the
+    // daily rollups read them.
+    let folded = test.pass().await.days_folded;
+    let days = "SELECT (SELECT count(*) FROM reading_hours
+                        WHERE NOT folded AND hour < date_trunc('day', now(), 'UTC')),
+                       (SELECT sum(count)::int8 FROM reading_days),
+                       (SELECT sum(count)::int8 FROM reading_hours
+                        WHERE hour < date_trunc('day', now(), 'UTC'))";
+    let row = test.direct.query_one(days, &[]).await.unwrap();
+    assert!(
+        folded > 2_000,
+        "{folded} days of hourly readings since 2020"
+    );
+    assert_eq!(row.get::<_, i64>(0), 0, "every whole day folded");
+    assert_eq!(row.get::<_, i64>(1), row.get::<_, i64>(2));
+    let device: uuid::Uuid = test
+        .direct
+        .query_one("SELECT id FROM devices", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (status, body) = functions
+        .call(
+            tests::Event::load("rollups")
+                .as_user("user_old")
+                .at("GET", &format!("/v1/devices/{device}/rollups"))
+                .query("metric=a&bucket=1d&from=2020-01-01T00:00:00Z&to=2020-01-03T00:00:00Z"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["points"],
+        serde_json::json!([
+            {"t": "2020-01-01T00:00:00Z", "count": 23, "min": "1", "max": "23", "avg": "12",
+             "sum": "276", "first": "1", "last": "23"},
+            {"t": "2020-01-02T00:00:00Z", "count": 24, "min": "24", "max": "47", "avg": "35.5",
+             "sum": "852", "first": "24", "last": "47"}
+        ])
     );
 }
 

@@ -149,19 +149,58 @@ async fn rollups_equal_a_recomputation_on_random_data() {
             sent.push((metric, value, at));
         }
     }
-    // Two thirds first, then the rest late (older and newer than what is there, into hours
-    // that already have aggregates), then a random third again: duplicates change nothing.
-    let (early, late): (Vec<_>, Vec<_>) = sent.iter().cloned().partition(|_| rng.u8(..3) != 0);
+    // Half first, folded into days by a pass; then late readings (older and newer than what is
+    // there, into hours and days that already have aggregates) in two parts around a second
+    // pass, and a random third again: duplicates change nothing. Checked with days partly
+    // folded (some of their hours changed since), and again once all are folded.
+    let (early, late): (Vec<_>, Vec<_>) = sent.iter().cloned().partition(|_| rng.bool());
+    let (late, later): (Vec<_>, Vec<_>) = late.into_iter().partition(|_| rng.bool());
     f.ingest(&early).await;
+    assert!(
+        f.test.pass().await.days_folded > 0,
+        "seed {seed}: days folded"
+    );
     f.ingest(&late).await;
+    let so_far: BTreeMap<_, _> = (early.iter().chain(&late))
+        .map(|(m, v, at)| ((m.clone(), *at), *v))
+        .collect();
+    check_random_rollups(&f, &so_far, &mut rng, &format!("seed {seed}, late")).await;
+    f.test.pass().await;
+    f.ingest(&later).await;
     let again: Vec<_> = sent.iter().filter(|_| rng.u8(..3) == 0).cloned().collect();
     f.ingest(&again).await;
+    check_random_rollups(&f, &stored, &mut rng, &format!("seed {seed}, later")).await;
+    f.test.pass().await;
+    let unfolded: i64 = f
+        .test
+        .direct
+        .query_one("SELECT count(*) FROM reading_hours WHERE NOT folded", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unfolded, 0, "seed {seed}: every past day folded");
+    check_random_rollups(&f, &stored, &mut rng, &format!("seed {seed}, folded")).await;
+}
 
-    for _ in 0..25 {
+/// 30 rollups of random metrics, buckets (every other one a day or a week) and ranges around
+/// the random data's three days, each equal to the recomputation from `stored`.
+async fn check_random_rollups(
+    f: &Fixture,
+    stored: &BTreeMap<(String, DateTime<Utc>), Decimal>,
+    rng: &mut fastrand::Rng,
+    stage: &str,
+) {
+    let start = t("2026-11-20T00:00:00Z");
+    let metrics = ["temperature", "humidity", "co2"];
+    for i in 0..30 {
         let metric = metrics[rng.usize(..metrics.len())];
-        let bucket = Bucket::ALL[rng.usize(..Bucket::ALL.len())];
+        let bucket = if i % 2 == 0 {
+            Bucket::ALL[rng.usize(..Bucket::ALL.len())]
+        } else {
+            [Bucket::D1, Bucket::W1][rng.usize(..2)]
+        };
         let from = start + Duration::seconds(rng.i64(-3600..2 * 86_400));
-        let to = from + Duration::seconds(rng.i64(1..86_400 * 2));
+        let to = from + Duration::seconds(rng.i64(1..86_400 * 3));
         let (status, body) = f
             .get(
                 "rollups",
@@ -173,10 +212,10 @@ async fn rollups_equal_a_recomputation_on_random_data() {
                 ),
             )
             .await;
-        assert_eq!(status, 200, "seed {seed}: {body}");
-        let expected = recompute(&stored, metric, bucket, from, to);
+        assert_eq!(status, 200, "{stage}: {body}");
+        let expected = recompute(stored, metric, bucket, from, to);
         let points = body["points"].as_array().unwrap();
-        let context = format!("seed {seed}, {metric} {} [{from}, {to})", bucket.name());
+        let context = format!("{stage}, {metric} {} [{from}, {to})", bucket.name());
         assert_eq!(
             points.len(),
             expected.len(),
@@ -264,6 +303,83 @@ async fn concurrent_batches_into_one_hour_add_up_in_its_aggregate() {
         .unwrap()
         .get(0);
     assert_eq!(stored, n);
+}
+
+/// Late readings into a past day while passes fold it, over and over: whatever the order in
+/// which an ingest and a fold meet on an hour, the day's rollup is the readings' (before the
+/// last fold, from its hours or its row; after it, from its row).
+#[tokio::test]
+async fn late_readings_while_passes_fold_their_day_add_up() {
+    let f = fixture().await;
+    let day = t("2026-11-24T00:00:00Z");
+    let (clients, rounds, per_batch) = (4i64, 12i64, 25i64);
+    let sending = (0..clients).map(|c| {
+        let state = ingest::State::new(&f.test.config(&[("INGEST_RATE_PER_DEVICE", "0")])).unwrap();
+        let key = f.key.clone();
+        async move {
+            for round in 0..rounds {
+                // Every batch touches hours all over the day, some of them already folded.
+                let readings: Vec<Value> = (0..per_batch)
+                    .map(|i| {
+                        let n = (round * per_batch + i) * clients + c;
+                        json!({"metric": "t", "value": Decimal::new(n * 3 - 500, 2).to_string(),
+                               "recorded_at": rfc(day + Duration::seconds(n * 71))})
+                    })
+                    .collect();
+                let event = Event::load("ingest")
+                    .header("authorization", &format!("Bearer {key}"))
+                    .json_body(&json!({ "readings": readings }));
+                let response = ingest::handle(&state, event.request()).await;
+                assert_eq!(response.status(), 200, "{}", body_json(&response));
+            }
+        }
+    });
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let folding = async {
+        let mut folded = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            folded += f.test.pass().await.days_folded;
+        }
+        folded
+    };
+    let sent = async {
+        futures::future::join_all(sending).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (folded, ()) = futures::join!(folding, sent);
+    assert!(folded > 0, "passes folded the day while readings arrived");
+
+    let n = clients * rounds * per_batch;
+    let values: Vec<Decimal> = (0..n).map(|n| Decimal::new(n * 3 - 500, 2)).collect();
+    let expected = json!([{
+        "t": rfc(day), "count": n,
+        "min": values[0].to_string(), "max": values[values.len() - 1].to_string(),
+        "avg": (values.iter().sum::<Decimal>() / Decimal::from(n)).normalize().to_string(),
+        "sum": values.iter().sum::<Decimal>().to_string(),
+        "first": values[0].to_string(), "last": values[values.len() - 1].to_string(),
+    }]);
+    let query = format!(
+        "metric=t&bucket=1d&from={}&to={}",
+        q(day),
+        q(day + Duration::days(1))
+    );
+    let (status, body) = f.get("rollups", &query).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["points"], expected, "before the last fold");
+    f.test.pass().await;
+    let (_, body) = f.get("rollups", &query).await;
+    assert_eq!(body["points"], expected, "after it");
+    let row = f
+        .test
+        .direct
+        .query_one(
+            "SELECT count, (SELECT count(*) FROM reading_hours WHERE NOT folded)
+             FROM reading_days",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (n, 0));
 }
 
 #[tokio::test]

@@ -390,7 +390,7 @@ async fn fill_every(
 
 async fn analyze(test: &TestDb) {
     test.direct
-        .batch_execute("VACUUM ANALYZE sensor_readings")
+        .batch_execute("VACUUM ANALYZE sensor_readings, reading_hours, reading_days")
         .await
         .expect("analyze");
 }

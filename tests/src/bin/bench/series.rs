@@ -102,7 +102,7 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         Some(ratio <= 1.2),
     );
 
-    // A year of daily points (from the hourly aggregates), beside the week of hourly ones.
+    // A year of daily points (from the daily aggregates), beside the week of hourly ones.
     let (year_device, _) = test.device("user_bench").await;
     let every = 365 * 86_400 / sizes.year_readings;
     fill_every(
@@ -114,6 +114,23 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
         every,
     )
     .await;
+    // The scheduled function folds the whole days' hours into daily aggregates (of every
+    // series in the table: timed, beside the rows it wrote).
+    let started = std::time::Instant::now();
+    let folded = test.pass().await.days_folded;
+    let took = started.elapsed();
+    assert!(
+        folded >= 365,
+        "a year of days folded, and the other series' days"
+    );
+    report.add(
+        "fold_days_per_s",
+        folded as f64 / took.as_secs_f64(),
+        "day rows/s (a pass)",
+        None,
+        "report",
+        None,
+    );
     analyze(&test).await;
     let year_path = format!("/v1/devices/{year_device}/rollups");
     let year = "metric=temperature&bucket=1d&from=2025-12-01T00:00:00Z&to=2026-12-01T00:00:00Z";
