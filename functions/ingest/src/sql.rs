@@ -4,17 +4,20 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use shared::config::Limits;
 use shared::db::{Db, DbError, Param, Sql};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::Reading;
 
 /// The whole request in one statement: a call of the server-side function `ingest_readings`
-/// (its SQL, and what each part does: migrations/V10__ingest_function.sql). It resolves the key,
-/// admits the request (rate limit, metrics limit) by one `UPDATE` of the device row, stores the
-/// batch with `ON CONFLICT DO NOTHING` (one primary-key probe per reading, whatever the
-/// history), adds what it stored to the hourly aggregates and marks the device online; only
-/// when a reading was not stored does it compare values, to tell duplicates from conflicts. A
+/// (its SQL, and what each part does: migrations/V10__ingest_function.sql, changed by
+/// V12__daily_aggregates_and_plain_inserts.sql). It resolves the key, admits the request (rate
+/// limit, metrics limit) by one `UPDATE` of the device row, stores the batch (by a plain
+/// `INSERT` when the device's hourly aggregates show that nothing stored lies within its span,
+/// with `ON CONFLICT DO NOTHING` otherwise), adds what it stored to the hourly aggregates and
+/// marks the device online; only when a reading was not stored does it compare values, to tell
+/// duplicates from conflicts. A
 /// function rather than the statements themselves because PL/pgSQL keeps its statements' plans
 /// on the server connection: behind a pooler that does not reset connections (Neon's) they are
 /// not parsed and planned again on every request.
@@ -22,7 +25,8 @@ use crate::Reading;
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
 /// limit, `$8` the batch's distinct metrics, `$9`/`$10` its earliest and latest time, `$11` for
 /// each reading the position of the batch's first reading with the same identity (NULL when
-/// all differ). Not admitted → `device_id` NULL (nothing written), `known` says whether the key
+/// all differ; sent anyway, after a unique violation, to make the function take its careful
+/// path). Not admitted → `device_id` NULL (nothing written), `known` says whether the key
 /// names a device, and for one that does, `tokens` (its bucket refilled to now, NULL when the
 /// rate limit is off) and `device_metrics` say why. Safe to repeat: a repeat finds its own readings stored and calls them duplicates
 /// (and takes another token).
@@ -87,21 +91,31 @@ pub async fn ingest(
                 .or_insert(ord)
         })
         .collect();
-    let first_ords = (firsts.len() < readings.len()).then_some(first_ords);
-    let params: &[Param<'_>] = &[
-        (&key_hash, Type::BYTEA),
-        (&metrics, Type::TEXT_ARRAY),
-        (&values, Type::NUMERIC_ARRAY),
-        (&times, Type::TIMESTAMPTZ_ARRAY),
-        (&limits.ingest_rate_per_device, Type::FLOAT8),
-        (&limits.ingest_burst_per_device, Type::FLOAT8),
-        (&limits.metrics_per_device, Type::INT4),
-        (&distinct, Type::TEXT_ARRAY),
-        (&earliest, Type::TIMESTAMPTZ),
-        (&latest, Type::TIMESTAMPTZ),
-        (&first_ords, Type::INT8_ARRAY),
-    ];
-    let row = db.query_typed_one(&INGEST, params).await?;
+    let mut sent_ords = (firsts.len() < readings.len()).then_some(first_ords.as_slice());
+    let row = loop {
+        let params: &[Param<'_>] = &[
+            (&key_hash, Type::BYTEA),
+            (&metrics, Type::TEXT_ARRAY),
+            (&values, Type::NUMERIC_ARRAY),
+            (&times, Type::TIMESTAMPTZ_ARRAY),
+            (&limits.ingest_rate_per_device, Type::FLOAT8),
+            (&limits.ingest_burst_per_device, Type::FLOAT8),
+            (&limits.metrics_per_device, Type::INT4),
+            (&distinct, Type::TEXT_ARRAY),
+            (&earliest, Type::TIMESTAMPTZ),
+            (&latest, Type::TIMESTAMPTZ),
+            (&sent_ords, Type::INT8_ARRAY),
+        ];
+        match db.query_typed_one(&INGEST, params).await {
+            // The plain INSERT met a stored reading the aggregates did not show (a concurrent
+            // request for the same device stored it first): nothing was written. Once more,
+            // with the positions sent, which makes the function take its careful path.
+            Err(e) if sent_ords.is_none() && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                sent_ords = Some(first_ords.as_slice());
+            }
+            answer => break answer?,
+        }
+    };
     if let Some(device_id) = row.try_get("device_id")? {
         return Ok(Some(Ingested::Stored(Stored {
             device_id,

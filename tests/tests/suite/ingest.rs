@@ -156,6 +156,103 @@ async fn concurrent_overlapping_batches_store_each_reading_once() {
     assert_eq!(test.count("sensor_readings").await, unique);
 }
 
+/// A batch is stored by a plain INSERT when the device's hourly aggregates show nothing stored
+/// within its span. Readings they do not show (stored by hand, or by a concurrent request that
+/// committed while this one waited for the device row) make that INSERT fail; the request is
+/// then sent once more down the careful path, and answers as if it had taken it at once.
+#[tokio::test]
+async fn readings_the_aggregates_do_not_show_are_still_told_apart() {
+    let test = TestDb::new().await;
+    let (device, key) = test.device("user_a").await;
+    let functions = state(&test);
+    let stored_by_hand = |from: i64, n: i64, hours: bool| {
+        let test = &test;
+        async move {
+            // A transaction on a connection of its own, left open for the caller to commit.
+            let tx = connect(test.direct_url().expose()).await;
+            tx.batch_execute("BEGIN").await.unwrap();
+            tx.execute("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", &[&device])
+                .await
+                .unwrap();
+            tx.execute(
+                "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+                 SELECT $1, 't', g, $2::timestamptz + g * interval '10 seconds'
+                 FROM generate_series($3::int8, $3 + $4 - 1) g",
+                &[&device, &base(), &from, &n],
+            )
+            .await
+            .unwrap();
+            if hours {
+                tx.execute(
+                    "INSERT INTO reading_hours
+                     SELECT $1, 't', date_bin('1 hour', min(recorded_at), '2000-01-03'),
+                            count(*), sum(value), min(value), max(value), min(recorded_at),
+                            min(value), max(recorded_at), max(value)
+                     FROM sensor_readings WHERE recorded_at >= $2::timestamptz + $3::int8 * interval '10 seconds'",
+                    &[&device, &base(), &from],
+                )
+                .await
+                .unwrap();
+            }
+            tx
+        }
+    };
+    let batch = |from: i64, n: i64| {
+        json!({"readings": (from..from + n).map(|g| json!({
+            "metric": "t", "value": g, "recorded_at": at(base(), g * 10)
+        })).collect::<Vec<_>>()})
+    };
+
+    // Stored by hand, without aggregates: the same ten readings, the fourth with another value.
+    let by_hand = stored_by_hand(0, 10, false).await;
+    by_hand.batch_execute("COMMIT").await.unwrap();
+    let mut body = batch(0, 10);
+    body["readings"][3]["value"] = json!(99);
+    let (status, answer) = send(&functions, &key, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (
+            &answer["accepted"],
+            &answer["duplicates"],
+            &answer["conflicts"][0]["index"]
+        ),
+        (&json!(0), &json!(9), &json!(3))
+    );
+
+    // A request that waits for the device row while another stores the same readings and their
+    // hour (two hours later): its statement began before that one committed.
+    let other = stored_by_hand(720, 10, true).await;
+    let waiting = tokio::spawn({
+        let functions = state(&test);
+        let (key, body) = (key.clone(), batch(720, 10));
+        async move { send(&functions, &key, &body).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "waits for the device row");
+    other.batch_execute("COMMIT").await.unwrap();
+    let (status, answer) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (
+            &answer["accepted"],
+            &answer["duplicates"],
+            &answer["conflicts"]
+        ),
+        (&json!(0), &json!(10), &json!([]))
+    );
+    assert_eq!(test.count("sensor_readings").await, 20);
+    let counted: i64 = test
+        .direct
+        .query_one("SELECT sum(count)::int8 FROM reading_hours", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        counted, 10,
+        "nothing added to the hours by the failed INSERT"
+    );
+}
+
 #[tokio::test]
 async fn decimals_round_trip_exactly() {
     let test = TestDb::new().await;
@@ -405,10 +502,12 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
         assert!(plan.contains("Insert on sensor_readings"), "{plan}");
         assert!(!plan.contains("Seq Scan on sensor_readings"), "{plan}");
         if round == 0 {
-            // All new: stored, and nothing else read.
+            // All new: stored by a plain INSERT, and nothing else read.
             assert!(!plan.contains("Scan using sensor_readings"), "{plan}");
+            assert!(!plan.contains("Conflict Resolution: NOTHING"), "{plan}");
             continue;
         }
+        assert!(plan.contains("Conflict Resolution: NOTHING"), "{plan}");
         // All stored before: compared with what is stored. The history and the batch lie in
         // November: only that month is planned, and probed once per reading.
         assert!(!plan.contains("sensor_readings_2026_10"), "{plan}");

@@ -21,7 +21,7 @@ async fn applying_twice_is_a_no_op() {
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
             "V11__latest_from_one_walk",
-            "V12__daily_aggregates",
+            "V12__daily_aggregates_and_plain_inserts",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -88,7 +88,7 @@ async fn limit_counters_are_carried_over_from_existing_data() {
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
             "V11__latest_from_one_walk",
-            "V12__daily_aggregates"
+            "V12__daily_aggregates_and_plain_inserts"
         ]
     );
     let row = test
@@ -162,7 +162,7 @@ async fn partitioning_keeps_every_reading() {
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
             "V11__latest_from_one_walk",
-            "V12__daily_aggregates"
+            "V12__daily_aggregates_and_plain_inserts"
         ]
     );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());

@@ -107,7 +107,30 @@ BEGIN
 END
 $function$;
 
--- Ingest as in V10, except that the hour upsert also marks the hour unfolded when it changes it.
+-- Ingest (V10), changed in two ways.
+--
+-- 1. The hour upsert marks an hour it changes as not folded into its day (above).
+--
+-- 2. A batch that nothing stored can collide with is stored by a plain INSERT. `ON CONFLICT DO
+--    NOTHING` costs about 2 µs per row on top of the insert (a probe of the primary key before
+--    each row, and a speculative insertion confirmed afterwards): a call with a batch of 1000
+--    took 7.2–7.8 ms with it and 4.5–5.0 ms without (`pgbench`, plans kept). Nothing can collide when the batch holds each
+--    identity once (`$11` NULL) and no stored reading of its metrics lies within its span
+--    [`$9`, `$10`]: the device's hourly aggregates say so exactly (one probe of their primary key
+--    per metric: an hour's stored readings lie within its [first_at, last_at]), without reading
+--    the partitioned readings table (whose months the kept plan would then have to list and
+--    lock). That is the common case (readings newer than what is stored); anything else (a retry,
+--    a backfill into a stretch that holds readings) takes the careful path, the statement of
+--    before, as a second statement.
+--
+--    The check reads the aggregates as of the statement's start, which may be before a
+--    concurrent request for the same device committed (the device row's update waited for it):
+--    if that request stored one of these readings, the plain INSERT fails with a unique
+--    violation and nothing is written. So do readings stored without their aggregates (by hand).
+--    The caller then sends the same request again with `$11` set (every reading its own first),
+--    which always takes the careful path (functions/ingest/src/sql.rs).
+--
+-- Parameters and answer as in V10.
 CREATE OR REPLACE FUNCTION ingest_readings(
     _key_hash bytea, _metrics text[], _values numeric[], _times timestamptz[],
     _rate float8, _burst float8, _metrics_limit int4, _distinct_metrics text[],
@@ -120,14 +143,10 @@ DECLARE
     -- The readings (by position) that were not stored now: their first of the same identity
     -- was already there.
     missed int8[];
+    -- Whether the batch could be stored by a plain INSERT.
+    fresh boolean;
 BEGIN
-    WITH input AS (
-        SELECT i.ord, coalesce(i.first_ord, i.ord) AS first_ord,
-               i.metric, i.value, i.recorded_at
-        FROM unnest($2::text[], $3::numeric[], $4::timestamptz[], $11::int8[])
-             WITH ORDINALITY AS i(metric, value, recorded_at, first_ord, ord)
-    ),
-    device AS (
+    WITH device AS (
         UPDATE devices d
         SET status = 'online', last_seen_at = greatest(d.last_seen_at, now()),
             rate_tokens = CASE WHEN $5::float8 > 0 THEN least($6::float8, coalesce(
@@ -150,14 +169,21 @@ BEGIN
                OR cardinality(d.metrics) + cardinality(metrics_new(d.metrics, $8)) <= $7::int4)
         RETURNING d.id
     ),
+    fresh AS (
+        SELECT $11::int8[] IS NULL AND NOT EXISTS (
+                   SELECT 1 FROM device JOIN reading_hours h
+                     ON h.device_id = device.id AND h.metric = ANY ($8::text[])
+                    AND h.hour >= date_bin('1 hour', $9::timestamptz, TIMESTAMPTZ '2000-01-03 00:00:00+00')
+                    AND h.hour <= $10::timestamptz
+                    AND h.first_at <= $10::timestamptz AND h.last_at >= $9::timestamptz) AS yes
+    ),
     inserted AS (
         INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
         SELECT device.id, i.metric, i.value, i.recorded_at
         FROM device
-        CROSS JOIN input i
-        WHERE i.ord = i.first_ord
-        ORDER BY i.ord
-        ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
+        CROSS JOIN fresh
+        CROSS JOIN unnest($2::text[], $3::numeric[], $4::timestamptz[]) AS i(metric, value, recorded_at)
+        WHERE fresh.yes
         RETURNING metric, recorded_at, value
     ),
     hours AS (
@@ -183,17 +209,9 @@ BEGIN
                               THEN excluded.last_value ELSE h.last_value END,
             folded = false
     )
-    -- `missed` is looked for only when fewer readings were stored than sent (its subquery is
-    -- run only when the CASE needs it).
-    SELECT (SELECT id FROM device), stored.n, 0, '{}', '{}',
-           CASE WHEN stored.n < cardinality($2::text[]) THEN ARRAY(
-               SELECT i.ord FROM input i
-               WHERE i.ord <> i.first_ord
-                  OR NOT EXISTS (SELECT 1 FROM inserted n
-                                 WHERE n.metric = i.metric AND n.recorded_at = i.recorded_at))
-           END
-    FROM (SELECT count(*) AS n FROM inserted) stored
-    INTO device_id, accepted, duplicates, conflicts, unknown, missed;
+    SELECT device.id, fresh.yes, (SELECT count(*) FROM inserted), 0, '{}', '{}'
+    FROM device CROSS JOIN fresh
+    INTO device_id, fresh, accepted, duplicates, conflicts, unknown;
 
     IF device_id IS NULL THEN
         -- Not admitted, nothing written: does the key name a device, and if so, why was the
@@ -211,7 +229,63 @@ BEGIN
           AND (d.device_key_hash = $1
                OR (d.previous_key_hash = $1 AND d.previous_key_expires_at > now()));
         known := FOUND;
-    ELSIF missed IS NOT NULL THEN
+        RETURN;
+    ELSIF fresh THEN
+        RETURN;
+    END IF;
+
+    -- The careful path: the first reading of each identity stored unless its identity is
+    -- (`ON CONFLICT DO NOTHING`, which waits for a concurrent request storing it to end), what
+    -- was stored added to the hours as above; and `missed` looked for only when fewer readings
+    -- were stored than sent (its subquery runs only when the CASE needs it).
+    WITH input AS (
+        SELECT i.ord, coalesce(i.first_ord, i.ord) AS first_ord,
+               i.metric, i.value, i.recorded_at
+        FROM unnest($2::text[], $3::numeric[], $4::timestamptz[], $11::int8[])
+             WITH ORDINALITY AS i(metric, value, recorded_at, first_ord, ord)
+    ),
+    inserted AS (
+        INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+        SELECT ingest_readings.device_id, i.metric, i.value, i.recorded_at
+        FROM input i
+        WHERE i.ord = i.first_ord
+        ON CONFLICT (device_id, metric, recorded_at) DO NOTHING
+        RETURNING metric, recorded_at, value
+    ),
+    hours AS (
+        INSERT INTO reading_hours AS h (device_id, metric, hour, count, sum, min, max,
+                                       first_at, first_value, last_at, last_value)
+        SELECT ingest_readings.device_id, n.metric,
+               date_bin('1 hour', n.recorded_at, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
+               count(*), sum(n.value), min(n.value), max(n.value),
+               min(n.recorded_at), (array_agg(n.value ORDER BY n.recorded_at))[1],
+               max(n.recorded_at), (array_agg(n.value ORDER BY n.recorded_at DESC))[1]
+        FROM inserted n
+        GROUP BY 1, 2, 3
+        ON CONFLICT (device_id, metric, hour) DO UPDATE SET
+            count = h.count + excluded.count,
+            sum = h.sum + excluded.sum,
+            min = least(h.min, excluded.min),
+            max = greatest(h.max, excluded.max),
+            first_at = least(h.first_at, excluded.first_at),
+            first_value = CASE WHEN excluded.first_at < h.first_at
+                               THEN excluded.first_value ELSE h.first_value END,
+            last_at = greatest(h.last_at, excluded.last_at),
+            last_value = CASE WHEN excluded.last_at > h.last_at
+                              THEN excluded.last_value ELSE h.last_value END,
+            folded = false
+    )
+    SELECT stored.n,
+           CASE WHEN stored.n < cardinality($2::text[]) THEN ARRAY(
+               SELECT i.ord FROM input i
+               WHERE i.ord <> i.first_ord
+                  OR NOT EXISTS (SELECT 1 FROM inserted n
+                                 WHERE n.metric = i.metric AND n.recorded_at = i.recorded_at))
+           END
+    FROM (SELECT count(*) AS n FROM inserted) stored
+    INTO accepted, missed;
+
+    IF missed IS NOT NULL THEN
         -- Each reading not stored now against the value stored for its identity: the value its
         -- first reading stored now, or the value stored before (one primary-key probe).
         WITH input AS (
