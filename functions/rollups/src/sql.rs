@@ -258,31 +258,20 @@ pub const ROLLUP_FROM_DAYS: Sql = Sql::idempotent(concatcp!(
     BUCKETS_OF_PARTS
 ));
 
-/// The whole hours of [from, to) as [start, end), or `None` when it holds none.
-fn whole_hours(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let hour = Bucket::H1;
-    let first = hour.start_of(from);
+/// The whole buckets of `size` in [from, to) as [start, end), or `None` when it holds none.
+fn whole(
+    size: Bucket,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let first = size.start_of(from);
     let start = if first == from {
         from
     } else {
-        first + chrono::TimeDelta::hours(1)
+        first + chrono::TimeDelta::seconds(size.seconds())
     };
-    let end = hour.start_of(to);
+    let end = size.start_of(to);
     (start < end).then_some((start, end))
-}
-
-/// The whole UTC days of the whole hours [start, end) as [start, end), or `None` when it holds
-/// none.
-fn whole_days(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let day = Bucket::D1;
-    let first = day.start_of(start);
-    let first = if first == start {
-        start
-    } else {
-        first + chrono::TimeDelta::days(1)
-    };
-    let last = day.start_of(end);
-    (first < last).then_some((first, last))
 }
 
 /// The points of one metric's rollup; `None` when the device is not the caller's.
@@ -295,8 +284,9 @@ pub async fn rollup(
     (from, to): (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<Option<Vec<Point>>, DbError> {
     let size = format!("{} seconds", bucket.seconds());
-    let (hours_from, hours_to) = whole_hours(from, to).unwrap_or((to, to));
-    let (days_from, days_to) = whole_days(hours_from, hours_to).unwrap_or((hours_to, hours_to));
+    let (hours_from, hours_to) = whole(Bucket::H1, from, to).unwrap_or((to, to));
+    let (days_from, days_to) =
+        whole(Bucket::D1, hours_from, hours_to).unwrap_or((hours_to, hours_to));
     let (owner, metric) = (owner.as_str(), metric.as_str());
     let mut params: Vec<Param<'_>> = vec![
         (&device, Type::UUID),
