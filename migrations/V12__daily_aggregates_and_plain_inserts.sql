@@ -114,12 +114,14 @@ $function$;
 -- 2. A batch that nothing stored can collide with is stored by a plain INSERT. `ON CONFLICT DO
 --    NOTHING` costs about 2 µs per row on top of the insert (a probe of the primary key before
 --    each row, and a speculative insertion confirmed afterwards): a call with a batch of 1000
---    took 7.2–7.8 ms with it and 4.5–5.0 ms without (`pgbench`, plans kept). Nothing can collide when the batch holds each
+--    took 7.2–7.8 ms with it and 4.5–5.0 ms without (`pgbench`, plans kept; 4.2–4.4 ms once the
+--    hours are added from the batch rather than from the insert's RETURNING). Nothing can collide when the batch holds each
 --    identity once (`$11` NULL) and no stored reading of its metrics lies within its span
 --    [`$9`, `$10`]: the device's hourly aggregates say so exactly (one probe of their primary key
 --    per metric: an hour's stored readings lie within its [first_at, last_at]), without reading
 --    the partitioned readings table (whose months the kept plan would then have to list and
---    lock). That is the common case (readings newer than what is stored); anything else (a retry,
+--    lock). Then every reading is stored, so the hours are added from the batch itself. That is
+--    the common case (readings newer than what is stored); anything else (a retry,
 --    a backfill into a stretch that holds readings) takes the careful path, the statement of
 --    before, as a second statement.
 --
@@ -184,8 +186,9 @@ BEGIN
         CROSS JOIN fresh
         CROSS JOIN unnest($2::text[], $3::numeric[], $4::timestamptz[]) AS i(metric, value, recorded_at)
         WHERE fresh.yes
-        RETURNING metric, recorded_at, value
     ),
+    -- Every reading of the batch is stored here (or the statement fails): the hours are added
+    -- from the batch itself, not from the insert's RETURNING (12% of a 1000-reading call).
     hours AS (
         INSERT INTO reading_hours AS h (device_id, metric, hour, count, sum, min, max,
                                        first_at, first_value, last_at, last_value)
@@ -194,7 +197,10 @@ BEGIN
                count(*), sum(n.value), min(n.value), max(n.value),
                min(n.recorded_at), (array_agg(n.value ORDER BY n.recorded_at))[1],
                max(n.recorded_at), (array_agg(n.value ORDER BY n.recorded_at DESC))[1]
-        FROM device CROSS JOIN inserted n
+        FROM device
+        CROSS JOIN fresh
+        CROSS JOIN unnest($2::text[], $3::numeric[], $4::timestamptz[]) AS n(metric, value, recorded_at)
+        WHERE fresh.yes
         GROUP BY 1, 2, 3
         ON CONFLICT (device_id, metric, hour) DO UPDATE SET
             count = h.count + excluded.count,
@@ -209,7 +215,8 @@ BEGIN
                               THEN excluded.last_value ELSE h.last_value END,
             folded = false
     )
-    SELECT device.id, fresh.yes, (SELECT count(*) FROM inserted), 0, '{}', '{}'
+    SELECT device.id, fresh.yes, CASE WHEN fresh.yes THEN cardinality($2::text[]) ELSE 0 END,
+           0, '{}', '{}'
     FROM device CROSS JOIN fresh
     INTO device_id, fresh, accepted, duplicates, conflicts, unknown;
 
