@@ -24,7 +24,8 @@
 -- Storage: one row per series and day (~290 B), outliving the readings like the hours
 -- (AGGREGATE_RETENTION_DAYS, both deleted before the same UTC midnight), purged with a deleted
 -- device's readings. Ingest pays one entry in the small partial index below per new hour row; its
--- updates of an hour leave `folded` false and stay HOT.
+-- updates of an hour not yet folded leave `folded` as it is and stay HOT (only a late reading
+-- into a folded hour changes it).
 CREATE TABLE reading_days (
     device_id   uuid NOT NULL,
     metric      text NOT NULL,
