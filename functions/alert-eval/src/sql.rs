@@ -759,7 +759,7 @@ pub async fn forget_old_aggregates(tx: &Tx, before: DateTime<Utc>) -> Result<u64
         .await
 }
 
-/// The whole UTC days before `$1` that have hours not folded into their day's row yet, folded
+/// The whole UTC days before `$1`'s day that have hours not folded into their day's row yet, folded
 /// (migration V12): the days of the next `$2` such hours. How many day rows were written.
 const FOLD_DAYS: Sql = Sql::idempotent("SELECT fold_reading_days($1, $2) AS n");
 

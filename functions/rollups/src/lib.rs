@@ -135,7 +135,7 @@ impl Bucket {
         last - first + 1
     }
 
-    /// Answered from the hourly aggregates: a whole number of hours.
+    /// Answered from the aggregates (hourly; daily for days and weeks): a whole number of hours.
     pub fn from_hours(self) -> bool {
         self.seconds() % 3600 == 0
     }
