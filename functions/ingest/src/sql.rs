@@ -12,15 +12,15 @@ use crate::Reading;
 
 /// The whole request in one statement: a call of the server-side function `ingest_readings`
 /// (its SQL, and what each part does: migrations/V10__ingest_function.sql, changed by
-/// V12__daily_aggregates_and_plain_inserts.sql). It resolves the key, admits the request (rate
-/// limit, metrics limit) by one `UPDATE` of the device row, stores the batch (by a plain
-/// `INSERT` when the device's hourly aggregates show that nothing stored lies within its span,
-/// with `ON CONFLICT DO NOTHING` otherwise), adds what it stored to the hourly aggregates and
-/// marks the device online; only when a reading was not stored does it compare values, to tell
-/// duplicates from conflicts. A
-/// function rather than the statements themselves because PL/pgSQL keeps its statements' plans
-/// on the server connection: behind a pooler that does not reset connections (Neon's) they are
-/// not parsed and planned again on every request.
+/// V12__daily_aggregates_and_plain_inserts.sql and V13__ingest_as_plain_statements.sql). It
+/// resolves the key, admits the request (rate limit, metrics limit) by one `UPDATE` of the
+/// device row, stores the batch (by a plain `INSERT` when the device's hourly aggregates show
+/// that nothing stored lies within its span, with `ON CONFLICT DO NOTHING` otherwise), adds
+/// what it stored to the hourly aggregates and marks the device online; only when a reading was
+/// not stored does it compare values, to tell duplicates from conflicts. A function rather than
+/// the statements themselves because PL/pgSQL keeps its statements' plans on the server
+/// connection: behind a pooler that does not reset connections (Neon's) they are not parsed and
+/// planned again on every request.
 ///
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
 /// limit, `$8` the batch's distinct metrics, `$9`/`$10` its earliest and latest time, `$11` for
@@ -107,9 +107,9 @@ pub async fn ingest(
             (&sent_ords, Type::INT8_ARRAY),
         ];
         match db.query_typed_one(&INGEST, params).await {
-            // The plain INSERT met a stored reading the aggregates did not show (a concurrent
-            // request for the same device stored it first): nothing was written. Once more,
-            // with the positions sent, which makes the function take its careful path.
+            // The plain INSERT met a stored reading the hourly aggregates did not show (one
+            // stored by hand): nothing was written. Once more, with the positions sent, which
+            // makes the function take its careful path.
             Err(e) if sent_ords.is_none() && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 sent_ords = Some(first_ords.as_slice());
             }

@@ -158,6 +158,37 @@ async fn with_no_grace_the_old_key_stops_at_once() {
     assert_eq!(ingest_with(&f, &new_key).await, 200);
 }
 
+/// The previous key, in grace, draws on its device's one bucket (the function finds the device
+/// by it and updates it by its current key): refused with `429` when the bucket is empty, never
+/// `401`, and nothing written.
+#[tokio::test]
+async fn the_previous_key_shares_its_devices_bucket() {
+    let f = setup().await;
+    let (new_key, _) = rotate(&f, Some(json!({"grace_seconds": 3600}))).await;
+    // One token every 100 s, two at most: none comes back during the test.
+    let limited = Functions::new(&f.test.config(&[
+        ("INGEST_RATE_PER_DEVICE", "0.01"),
+        ("INGEST_BURST_PER_DEVICE", "2"),
+    ]));
+    let ingest = |key: &str, i: i64| {
+        Event::load("ingest")
+            .header("authorization", &format!("Bearer {key}"))
+            .json_body(&json!({"readings": [
+                {"metric": "t", "value": i, "recorded_at": 1_795_687_200_000_i64 + i}
+            ]}))
+    };
+    assert_eq!(limited.call(ingest(&f.first_key, 0)).await.0, 200);
+    assert_eq!(limited.call(ingest(&new_key, 1)).await.0, 200);
+    let (status, body) = limited.call(ingest(&f.first_key, 2)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (429, &json!("rate_limited"))
+    );
+    assert_eq!(limited.call(ingest(&new_key, 3)).await.0, 429);
+    assert_eq!(f.test.count("sensor_readings").await, 2, "nothing written");
+    assert_eq!(limited.call(ingest("not-a-key", 4)).await.0, 401);
+}
+
 #[tokio::test]
 async fn bad_rotations_are_refused_and_change_nothing() {
     let f = setup().await;

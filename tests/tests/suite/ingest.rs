@@ -157,9 +157,10 @@ async fn concurrent_overlapping_batches_store_each_reading_once() {
 }
 
 /// A batch is stored by a plain INSERT when the device's hourly aggregates show nothing stored
-/// within its span. Readings they do not show (stored by hand, or by a concurrent request that
-/// committed while this one waited for the device row) make that INSERT fail; the request is
-/// then sent once more down the careful path, and answers as if it had taken it at once.
+/// within its span. Readings they do not show (stored by hand) make that INSERT fail; the
+/// request is then sent once more down the careful path, and answers as if it had taken it at
+/// once. Readings a concurrent request stored while this one waited for the device row are
+/// shown (the aggregates are read after that wait).
 #[tokio::test]
 async fn readings_the_aggregates_do_not_show_are_still_told_apart() {
     let test = TestDb::new().await;
@@ -220,7 +221,7 @@ async fn readings_the_aggregates_do_not_show_are_still_told_apart() {
     );
 
     // A request that waits for the device row while another stores the same readings and their
-    // hour (two hours later): its statement began before that one committed.
+    // hour (two hours later): the call began before that one committed.
     let other = stored_by_hand(720, 10, true).await;
     let waiting = tokio::spawn({
         let functions = state(&test);

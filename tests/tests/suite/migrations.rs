@@ -22,6 +22,7 @@ async fn applying_twice_is_a_no_op() {
             "V10__ingest_function",
             "V11__latest_from_one_walk",
             "V12__daily_aggregates_and_plain_inserts",
+            "V13__ingest_as_plain_statements",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -88,7 +89,8 @@ async fn limit_counters_are_carried_over_from_existing_data() {
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
             "V11__latest_from_one_walk",
-            "V12__daily_aggregates_and_plain_inserts"
+            "V12__daily_aggregates_and_plain_inserts",
+            "V13__ingest_as_plain_statements"
         ]
     );
     let row = test
@@ -162,7 +164,8 @@ async fn partitioning_keeps_every_reading() {
             "V9__alert_events_only_when_wanted",
             "V10__ingest_function",
             "V11__latest_from_one_walk",
-            "V12__daily_aggregates_and_plain_inserts"
+            "V12__daily_aggregates_and_plain_inserts",
+            "V13__ingest_as_plain_statements"
         ]
     );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());
