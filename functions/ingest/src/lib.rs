@@ -6,6 +6,7 @@
 
 pub mod sql;
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -105,6 +106,30 @@ async fn ingest(state: &State, req: &Request) -> Result<Response, ApiError> {
     Ok(http::json(StatusCode::OK, &outcome))
 }
 
+/// The common case, read in one pass: each reading an object with a string `metric`, a `value`
+/// and an optional `recorded_at`, nothing else. A body of any other shape is read again by the
+/// careful pass below ([`Batch`], [`RawReading`]), which names the first bad field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainBatch<'a> {
+    #[serde(borrow)]
+    readings: Vec<PlainReading<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainReading<'a> {
+    /// Borrowed from the body unless it holds an escape.
+    #[serde(borrow)]
+    metric: Cow<'a, str>,
+    /// `null` reads as absent (here and in the careful pass), and is refused as such.
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    /// `null` reads as absent, as in the careful pass.
+    #[serde(borrow, default)]
+    recorded_at: Option<&'a RawValue>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Batch<'a> {
@@ -136,6 +161,31 @@ pub fn parse_batch(
     }
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let now = whole_micros(now);
+    let horizon = now - TimeDelta::days(retention_days.into());
+    if let Ok(batch) = serde_json::from_str::<PlainBatch>(text)
+        && (1..=MAX_READINGS).contains(&batch.readings.len())
+    {
+        return batch
+            .readings
+            .iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let field = Fields(index);
+                let metric = Metric::parse(&r.metric).map_err(|e| e.at(field.of("metric")))?;
+                validated(field, metric, r.value, r.recorded_at, now, horizon)
+            })
+            .collect();
+    }
+    parse_carefully(text, now, horizon)
+}
+
+/// The careful pass: each level read on its own, so that the first bad field is named.
+fn parse_carefully(
+    text: &str,
+    now: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+) -> Result<Vec<Reading>, ApiError> {
     let batch: Batch = serde_json::from_str(text)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid batch: {e}")))?;
     let raw = batch
@@ -149,13 +199,21 @@ pub fn parse_batch(
             "a batch holds 1 to 1000 readings",
         ));
     }
-    let now = whole_micros(now);
-    let horizon = now - TimeDelta::days(retention_days.into());
     items
         .iter()
         .enumerate()
         .map(|(index, raw)| parse_reading(raw, index, now, horizon))
         .collect()
+}
+
+/// The names of reading `index`'s fields in a `422`.
+#[derive(Clone, Copy)]
+struct Fields(usize);
+
+impl Fields {
+    fn of(self, name: &str) -> String {
+        format!("readings[{}].{name}", self.0)
+    }
 }
 
 fn parse_reading(
@@ -164,7 +222,7 @@ fn parse_reading(
     now: DateTime<Utc>,
     horizon: DateTime<Utc>,
 ) -> Result<Reading, ApiError> {
-    let field = |name: &str| format!("readings[{index}].{name}");
+    let field = Fields(index);
     let reading: RawReading = serde_json::from_str(raw.get()).map_err(|_| {
         ApiError::validation(
             format!("readings[{index}]"),
@@ -175,36 +233,53 @@ fn parse_reading(
         .metric
         .map(|m| serde_json::from_str::<String>(m.get()))
     {
-        Some(Ok(text)) => Metric::parse(&text).map_err(|e| e.at(field("metric")))?,
+        Some(Ok(text)) => Metric::parse(&text).map_err(|e| e.at(field.of("metric")))?,
         Some(Err(_)) => {
             return Err(ApiError::validation(
-                field("metric"),
+                field.of("metric"),
                 "metric must be a string",
             ));
         }
-        None => return Err(ApiError::validation(field("metric"), "metric is required")),
+        None => {
+            return Err(ApiError::validation(
+                field.of("metric"),
+                "metric is required",
+            ));
+        }
     };
-    let value = match reading.value {
-        Some(raw) => DecimalValue::from_json(raw)
-            .map_err(|e| ApiError::validation(field("value"), format!("value {e}")))?
-            .get(),
-        None => return Err(ApiError::validation(field("value"), "value is required")),
-    };
-    let recorded_at = match reading.recorded_at {
+    let recorded_at = reading.recorded_at.filter(|raw| raw.get() != "null");
+    validated(field, metric, reading.value, recorded_at, now, horizon)
+}
+
+/// The rest of a reading, its metric parsed: its value and time, checked against `now` and the
+/// retention `horizon`.
+fn validated(
+    field: Fields,
+    metric: Metric,
+    value: Option<&RawValue>,
+    recorded_at: Option<&RawValue>,
+    now: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+) -> Result<Reading, ApiError> {
+    let value =
+        value.ok_or_else(|| ApiError::validation(field.of("value"), "value is required"))?;
+    let value = DecimalValue::from_json(value)
+        .map_err(|e| ApiError::validation(field.of("value"), format!("value {e}")))?
+        .get();
+    let recorded_at = match recorded_at {
         None => now,
-        Some(raw) if raw.get() == "null" => now,
         Some(raw) => parse_time(raw)
-            .map_err(|message| ApiError::validation(field("recorded_at"), message))?,
+            .map_err(|message| ApiError::validation(field.of("recorded_at"), message))?,
     };
     if recorded_at > now + MAX_FUTURE {
         return Err(ApiError::validation(
-            field("recorded_at"),
+            field.of("recorded_at"),
             "recorded_at is more than 5 minutes in the future",
         ));
     }
     if recorded_at < horizon {
         return Err(ApiError::validation(
-            field("recorded_at"),
+            field.of("recorded_at"),
             "recorded_at is older than the retention period",
         ));
     }
@@ -395,6 +470,32 @@ mod tests {
         // Exactly five minutes ahead is still fine, and exactly 400 days back.
         assert!(refusal(r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "2026-11-26T10:05:00.5Z"}]}"#).is_none());
         assert!(refusal(r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": "2025-10-22T10:00:00.5Z"}]}"#).is_none());
+    }
+
+    /// The one-pass read accepts only what the careful pass accepts, with the same readings, and
+    /// leaves every refusal to it.
+    #[test]
+    fn both_passes_read_alike() {
+        let bodies = [
+            r#"{"readings": [{"metric": "t", "value": 1}, {"metric": "bad one", "value": 1}]}"#,
+            r#"{"readings": [{"metric": "t", "value": null}]}"#,
+            r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": null}]}"#,
+            r#"{"readings": [{"metric": "t\u0041", "value": "4\u0030.5"}]}"#,
+            r#"{"readings": [{"metric": "t", "value": "1e3"}, {"metric": "t", "value": -0.5e-2}]}"#,
+            r#"{"readings": [{"metric": "t", "value": "01"}]}"#,
+            r#"{"readings": [{"metric": "t", "value": 1, "recorded_at": 1795687200000}]}"#,
+            r#"{"readings": [{"metric": "t", "value": 1, "metric": "u"}]}"#,
+            r#"{"readings": [{"metric": 5, "value": 1}]}"#,
+            r#"{"readings": [{"metric": "t", "value": 1}], "readings": []}"#,
+        ];
+        let horizon = now() - TimeDelta::days(400);
+        for body in bodies {
+            assert_eq!(
+                parse_batch(body.as_bytes(), now(), 400),
+                parse_carefully(body, now(), horizon),
+                "{body}"
+            );
+        }
     }
 
     #[test]

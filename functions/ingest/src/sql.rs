@@ -26,14 +26,103 @@ use crate::Reading;
 /// limit, `$8` the batch's distinct metrics, `$9`/`$10` its earliest and latest time, `$11` for
 /// each reading the position of the batch's first reading with the same identity (NULL when
 /// all differ; sent anyway, after a unique violation, to make the function take its careful
-/// path). Not admitted → `device_id` NULL (nothing written), `known` says whether the key
-/// names a device, and for one that does, `tokens` (its bucket refilled to now, NULL when the
-/// rate limit is off) and `device_metrics` say why. Safe to repeat: a repeat finds its own readings stored and calls them duplicates
-/// (and takes another token).
+/// path), `$12`–`$21` the batch's [`Hours`] (NULL for a single reading, and for a batch whose
+/// sums only the server can add up, which then takes the careful path). Not admitted →
+/// `device_id` NULL (nothing written), `known` says whether the key names a device, and for one
+/// that does, `tokens` (its bucket refilled to now, NULL when the rate limit is off) and
+/// `device_metrics` say why. Safe to repeat: a repeat finds its own readings stored and calls
+/// them duplicates (and takes another token).
 pub const INGEST: Sql = Sql::idempotent(
     "SELECT device_id, known, tokens, device_metrics, accepted, duplicates, conflicts, unknown
-     FROM ingest_readings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+     FROM ingest_readings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                          $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
 );
+
+/// The batch by (metric, UTC hour), as the plain path adds it to `reading_hours` (`$12`–`$21`):
+/// what the server would otherwise aggregate from the batch on every request (0.8 ms of server
+/// time for 1000 readings; these take 0.06 ms to upsert). Built only for a batch that holds each
+/// (metric, time) once, which is the only kind the plain path stores, all of it or nothing.
+#[derive(Debug, Default, PartialEq)]
+struct Hours<'a> {
+    metrics: Vec<&'a str>,
+    hours: Vec<DateTime<Utc>>,
+    counts: Vec<i64>,
+    sums: Vec<Decimal>,
+    mins: Vec<Decimal>,
+    maxs: Vec<Decimal>,
+    first_ats: Vec<DateTime<Utc>>,
+    first_values: Vec<Decimal>,
+    last_ats: Vec<DateTime<Utc>>,
+    last_values: Vec<Decimal>,
+}
+
+/// One (metric, hour) of a batch.
+struct Hour {
+    count: i64,
+    sum: Decimal,
+    min: Decimal,
+    max: Decimal,
+    first: (DateTime<Utc>, Decimal),
+    last: (DateTime<Utc>, Decimal),
+}
+
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// The batch's hours (in key order), or `None` when a sum is not exact in a `Decimal` (more than
+/// 28 significant digits; Postgres's `numeric` has no such limit): the server adds those up,
+/// on the careful path. Hours are UTC hours, as `date_bin('1 hour', …, '2000-01-03')` bins them.
+fn hours(readings: &[Reading]) -> Option<Hours<'_>> {
+    let mut by_hour: std::collections::BTreeMap<(&str, i64), Hour> = Default::default();
+    for r in readings {
+        let at = r.recorded_at;
+        let hour = at.timestamp_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        let (metric, value) = (r.metric.as_str(), r.value);
+        match by_hour.entry((metric, hour)) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(Hour {
+                    count: 1,
+                    sum: value,
+                    min: value,
+                    max: value,
+                    first: (at, value),
+                    last: (at, value),
+                });
+            }
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                let h = entry.get_mut();
+                let sum = h.sum.checked_add(value)?;
+                // Exact only if no digit was rounded off to make the sum fit.
+                if sum.scale() != h.sum.scale().max(value.scale()) {
+                    return None;
+                }
+                h.count += 1;
+                h.sum = sum;
+                h.min = h.min.min(value);
+                h.max = h.max.max(value);
+                if at < h.first.0 {
+                    h.first = (at, value);
+                }
+                if at > h.last.0 {
+                    h.last = (at, value);
+                }
+            }
+        }
+    }
+    let mut out = Hours::default();
+    for ((metric, hour), h) in by_hour {
+        out.metrics.push(metric);
+        out.hours.push(DateTime::from_timestamp_micros(hour)?);
+        out.counts.push(h.count);
+        out.sums.push(h.sum);
+        out.mins.push(h.min);
+        out.maxs.push(h.max);
+        out.first_ats.push(h.first.0);
+        out.first_values.push(h.first.1);
+        out.last_ats.push(h.last.0);
+        out.last_values.push(h.last.1);
+    }
+    Some(out)
+}
 
 /// What the ingest statement did, by input position (1-based `ord`s).
 pub struct Stored {
@@ -91,7 +180,23 @@ pub async fn ingest(
                 .or_insert(ord)
         })
         .collect();
-    let mut sent_ords = (firsts.len() < readings.len()).then_some(first_ords.as_slice());
+    // A batch that repeats an identity takes the careful path (the positions sent), and so does
+    // one sent without its hours (sums a `Decimal` cannot hold); any other the plain one when
+    // nothing stored is in its way. A single reading is its own hour: the function adds it.
+    let repeats = firsts.len() < readings.len();
+    let hours = (readings.len() > 1 && !repeats)
+        .then(|| hours(readings))
+        .flatten();
+    let mut sent_ords = repeats.then_some(first_ords.as_slice());
+    let h = hours.as_ref();
+    let (hour_metrics, hour_starts, counts) = (
+        h.map(|h| &h.metrics),
+        h.map(|h| &h.hours),
+        h.map(|h| &h.counts),
+    );
+    let (sums, mins, maxs) = (h.map(|h| &h.sums), h.map(|h| &h.mins), h.map(|h| &h.maxs));
+    let (first_ats, first_values) = (h.map(|h| &h.first_ats), h.map(|h| &h.first_values));
+    let (last_ats, last_values) = (h.map(|h| &h.last_ats), h.map(|h| &h.last_values));
     let row = loop {
         let params: &[Param<'_>] = &[
             (&key_hash, Type::BYTEA),
@@ -105,6 +210,16 @@ pub async fn ingest(
             (&earliest, Type::TIMESTAMPTZ),
             (&latest, Type::TIMESTAMPTZ),
             (&sent_ords, Type::INT8_ARRAY),
+            (&hour_metrics, Type::TEXT_ARRAY),
+            (&hour_starts, Type::TIMESTAMPTZ_ARRAY),
+            (&counts, Type::INT8_ARRAY),
+            (&sums, Type::NUMERIC_ARRAY),
+            (&mins, Type::NUMERIC_ARRAY),
+            (&maxs, Type::NUMERIC_ARRAY),
+            (&first_ats, Type::TIMESTAMPTZ_ARRAY),
+            (&first_values, Type::NUMERIC_ARRAY),
+            (&last_ats, Type::TIMESTAMPTZ_ARRAY),
+            (&last_values, Type::NUMERIC_ARRAY),
         ];
         match db.query_typed_one(&INGEST, params).await {
             // The plain INSERT met a stored reading the hourly aggregates did not show (one
@@ -151,4 +266,89 @@ pub async fn ingest(
         // it in between.
         None => Ingested::RateLimited { retry_after: 1 },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use shared::domain::Metric;
+
+    use super::*;
+
+    fn reading(metric: &str, value: &str, at: &str) -> Reading {
+        Reading {
+            metric: Metric::parse(metric).unwrap(),
+            value: Decimal::from_str(value).unwrap(),
+            recorded_at: DateTime::parse_from_rfc3339(at).unwrap().to_utc(),
+        }
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    fn dec(text: &str) -> Decimal {
+        Decimal::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_summed_by_metric_and_utc_hour() {
+        let batch = [
+            reading("t", "2.50", "2026-11-26T10:59:59.999999Z"),
+            reading("t", "-1", "2026-11-26T10:00:00Z"),
+            reading("h", "40", "2026-11-26T10:30:00Z"),
+            reading("t", "7", "2026-11-26T11:00:00Z"),
+            reading("t", "0.125", "2026-11-26T10:15:00+05:00"),
+        ];
+        let hours = hours(&batch).unwrap();
+        assert_eq!(hours.metrics, ["h", "t", "t", "t"]);
+        assert_eq!(
+            hours.hours,
+            [
+                at("2026-11-26T10:00:00Z"),
+                at("2026-11-26T05:00:00Z"),
+                at("2026-11-26T10:00:00Z"),
+                at("2026-11-26T11:00:00Z")
+            ]
+        );
+        assert_eq!(hours.counts, [1, 1, 2, 1]);
+        assert_eq!(hours.sums, [dec("40"), dec("0.125"), dec("1.50"), dec("7")]);
+        assert_eq!(
+            hours.sums[2].to_string(),
+            "1.50",
+            "the scale of the inputs kept"
+        );
+        assert_eq!(hours.mins[2], dec("-1"));
+        assert_eq!(hours.maxs[2], dec("2.5"));
+        assert_eq!(
+            (hours.first_ats[2], hours.first_values[2]),
+            (at("2026-11-26T10:00:00Z"), dec("-1"))
+        );
+        assert_eq!(
+            (hours.last_ats[2], hours.last_values[2]),
+            (at("2026-11-26T10:59:59.999999Z"), dec("2.50"))
+        );
+    }
+
+    #[test]
+    fn sums_a_decimal_cannot_hold_exactly_are_left_to_the_server() {
+        let huge = "70000000000000000000000000000";
+        let overflow = [
+            reading("t", huge, "2026-11-26T10:00:00Z"),
+            reading("t", huge, "2026-11-26T10:00:01Z"),
+        ];
+        assert_eq!(hours(&overflow), None);
+        let rounded = [
+            reading("t", "10000000000000000000000000000", "2026-11-26T10:00:00Z"),
+            reading("t", "0.1", "2026-11-26T10:00:01Z"),
+        ];
+        assert_eq!(hours(&rounded), None);
+        // In different hours nothing is added up.
+        let apart = [
+            reading("t", huge, "2026-11-26T10:00:00Z"),
+            reading("t", huge, "2026-11-26T11:00:00Z"),
+        ];
+        assert_eq!(hours(&apart).unwrap().sums, [dec(huge), dec(huge)]);
+    }
 }

@@ -19,6 +19,10 @@ impl DecimalValue {
     pub fn from_json(raw: &RawValue) -> Result<Self, Invalid> {
         let text = raw.get().trim();
         if text.starts_with('"') {
+            // Borrowed when the string holds no escape (a decimal never needs one).
+            if let Ok(inner) = serde_json::from_str::<&str>(text) {
+                return Self::parse(inner);
+            }
             let inner: String = serde_json::from_str(text)
                 .map_err(|_| Invalid::new("must be a number or a decimal string"))?;
             Self::parse(&inner)
@@ -33,7 +37,11 @@ impl DecimalValue {
     pub fn parse(text: &str) -> Result<Self, Invalid> {
         let number = split_json_number(text)
             .ok_or_else(|| Invalid::new("must be a decimal number like 21.5, -3 or 1e3"))?;
-        let plain = number.to_plain()?;
+        // Without an exponent the text is its own plain form.
+        let plain = match number.exp {
+            0 if !text.contains(['e', 'E']) => std::borrow::Cow::Borrowed(text),
+            _ => std::borrow::Cow::Owned(number.to_plain()?),
+        };
         Decimal::from_str_exact(&plain)
             .map(Self)
             .map_err(|_| Invalid::new("is out of range: at most 28 decimal places and 28 digits"))

@@ -284,6 +284,49 @@ async fn decimals_round_trip_exactly() {
     assert_eq!(stored, ["0.1", "123456789.123456789", "-0.000001", "1000"]);
 }
 
+/// A batch's hourly sums are added up by the ingest function's caller, in `Decimal`s; sums past
+/// what a `Decimal` holds exactly (28–29 digits) are left to the server, whose `numeric` has no
+/// such limit, and come out exact either way.
+#[tokio::test]
+async fn hourly_sums_past_a_decimals_digits_are_exact() {
+    let test = TestDb::new().await;
+    let (_, key) = test.device("user_a").await;
+    let body = r#"{"readings": [
+        {"metric": "big", "value": "70000000000000000000000000000", "recorded_at": "2026-11-20T00:00:00Z"},
+        {"metric": "big", "value": "70000000000000000000000000000", "recorded_at": "2026-11-20T00:00:01Z"},
+        {"metric": "fine", "value": "10000000000000000000000000000", "recorded_at": "2026-11-20T00:00:00Z"},
+        {"metric": "fine", "value": "0.1", "recorded_at": "2026-11-20T00:00:01Z"},
+        {"metric": "small", "value": "1.5", "recorded_at": "2026-11-20T00:00:00Z"},
+        {"metric": "small", "value": "2.50", "recorded_at": "2026-11-20T00:00:01Z"}
+    ]}"#;
+    let event = Event::load("ingest")
+        .header("authorization", &format!("Bearer {key}"))
+        .body(body);
+    let (status, answer) = state(&test).call(event).await;
+    assert_eq!((status, &answer["accepted"]), (200, &json!(6)));
+    let sums: Vec<(String, i64, String)> = test
+        .direct
+        .query(
+            "SELECT metric, count, sum::text FROM reading_hours ORDER BY metric",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected = [
+        ("big", 2, "140000000000000000000000000000"),
+        ("fine", 2, "10000000000000000000000000000.1"),
+        ("small", 2, "4.00"),
+    ];
+    let expected: Vec<(String, i64, String)> = expected
+        .iter()
+        .map(|(m, c, s)| (m.to_string(), *c, s.to_string()))
+        .collect();
+    assert_eq!(sums, expected);
+}
+
 #[tokio::test]
 async fn every_bad_input_is_refused_and_writes_nothing() {
     let test = TestDb::new().await;
