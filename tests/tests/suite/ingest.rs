@@ -520,6 +520,11 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
     let metrics: Vec<&str> = batch.iter().map(|b| b.0.as_str()).collect();
     let values: Vec<rust_decimal::Decimal> = batch.iter().map(|b| b.1).collect();
     let times: Vec<DateTime<Utc>> = batch.iter().map(|b| b.2).collect();
+    // The batch's hours, as the ingest function sums them: one, the batch lies within 00:00.
+    let hour = [base()];
+    let (count, sum) = ([1000i64], [rust_decimal::Decimal::from(499_500)]);
+    let (min, max) = ([values[0]], [values[999]]);
+    let (first, last) = ([times[0]], [times[999]]);
     // New readings, then the same again (duplicates), then the same with every reading's first
     // position spelled out (the statement for batches with repeats).
     let each_its_own = Some((1..=1000).collect::<Vec<i64>>());
@@ -527,7 +532,8 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
         // The plans of the function's statements, as auto_explain reports them.
         let plan = tests::plans_run(
             test.direct_url().expose(),
-            "SELECT * FROM ingest_readings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT * FROM ingest_readings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                           $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
             &[
                 &hash,
                 &metrics,
@@ -540,6 +546,16 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
                 &times[0],
                 &times[999],
                 &first_ords,
+                &["temperature"].as_slice(),
+                &hour.as_slice(),
+                &count.as_slice(),
+                &sum.as_slice(),
+                &min.as_slice(),
+                &max.as_slice(),
+                &first.as_slice(),
+                &min.as_slice(),
+                &last.as_slice(),
+                &max.as_slice(),
             ],
         )
         .await;
@@ -553,7 +569,8 @@ async fn the_duplicate_check_probes_only_the_batch_keys() {
         }
         assert!(plan.contains("Conflict Resolution: NOTHING"), "{plan}");
         // All stored before: compared with what is stored. The history and the batch lie in
-        // November: only that month is planned, and probed once per reading.
+        // November: only that month is probed (the others pruned as the plan starts), once per
+        // reading.
         assert!(!plan.contains("sensor_readings_2026_10"), "{plan}");
         assert!(
             plan.contains("Index Scan using sensor_readings_2026_11_pkey")
