@@ -25,7 +25,8 @@
 -- exact there (past 28–29 digits): a batch without its hours takes the careful path, where the
 -- server adds up what it stored. The plain path stores every reading of the batch or none, so
 -- the batch's hours are what it adds. A single reading sends none: its hour is itself, added
--- from the parameters (ten more one-element arrays cost a one-reading call more than that).
+-- from the parameters (sent as ten one-element arrays it cost a one-reading call behind the
+-- hostile pooler about 0.05 ms more, 10%).
 --
 -- What changed, and what did not:
 -- - The admission `UPDATE` of the device row is V12's, now a statement of its own, except for
