@@ -144,6 +144,7 @@ struct RawReading<'a> {
     metric: Option<&'a RawValue>,
     #[serde(borrow, default)]
     value: Option<&'a RawValue>,
+    /// `null` reads as absent: the arrival time.
     #[serde(borrow, default)]
     recorded_at: Option<&'a RawValue>,
 }
@@ -247,8 +248,14 @@ fn parse_reading(
             ));
         }
     };
-    let recorded_at = reading.recorded_at.filter(|raw| raw.get() != "null");
-    validated(field, metric, reading.value, recorded_at, now, horizon)
+    validated(
+        field,
+        metric,
+        reading.value,
+        reading.recorded_at,
+        now,
+        horizon,
+    )
 }
 
 /// The rest of a reading, its metric parsed: its value and time, checked against `now` and the

@@ -38,9 +38,10 @@ impl DecimalValue {
         let number = split_json_number(text)
             .ok_or_else(|| Invalid::new("must be a decimal number like 21.5, -3 or 1e3"))?;
         // Without an exponent the text is its own plain form.
-        let plain = match number.exp {
-            0 if !text.contains(['e', 'E']) => std::borrow::Cow::Borrowed(text),
-            _ => std::borrow::Cow::Owned(number.to_plain()?),
+        let plain = if text.contains(['e', 'E']) {
+            std::borrow::Cow::Owned(number.to_plain()?)
+        } else {
+            std::borrow::Cow::Borrowed(text)
         };
         Decimal::from_str_exact(&plain)
             .map(Self)
