@@ -5,17 +5,17 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod logging;
 pub mod migrate;
 #[cfg(feature = "notify")]
 pub mod notify;
 pub mod paging;
 pub mod users;
 
-/// Process start-up for every binary: the TLS crypto provider, then logging (JSON when Lambda's
-/// `AWS_LAMBDA_LOG_FORMAT=JSON`, level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`).
+/// Process start-up for every binary: the TLS crypto provider, then logging ([`logging`]).
 pub fn init() {
     install_crypto_provider();
-    lambda_http::tracing::init_default_subscriber();
+    logging::init();
 }
 
 /// rustls needs one process-wide provider; several crates here could bring one, so pick aws-lc-rs
