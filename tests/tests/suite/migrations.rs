@@ -23,6 +23,7 @@ async fn applying_twice_is_a_no_op() {
             "V11__latest_from_one_walk",
             "V12__daily_aggregates_and_plain_inserts",
             "V13__ingest_as_plain_statements",
+            "V14__latest_newest_hour_by_one_descent",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -90,7 +91,8 @@ async fn limit_counters_are_carried_over_from_existing_data() {
             "V10__ingest_function",
             "V11__latest_from_one_walk",
             "V12__daily_aggregates_and_plain_inserts",
-            "V13__ingest_as_plain_statements"
+            "V13__ingest_as_plain_statements",
+            "V14__latest_newest_hour_by_one_descent"
         ]
     );
     let row = test
@@ -165,7 +167,8 @@ async fn partitioning_keeps_every_reading() {
             "V10__ingest_function",
             "V11__latest_from_one_walk",
             "V12__daily_aggregates_and_plain_inserts",
-            "V13__ingest_as_plain_statements"
+            "V13__ingest_as_plain_statements",
+            "V14__latest_newest_hour_by_one_descent"
         ]
     );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());

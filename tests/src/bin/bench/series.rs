@@ -190,7 +190,8 @@ pub async fn figures(sizes: &Sizes, report: &mut Report) {
     );
     const WALK_FLOOR: Sql = Sql::idempotent(
         "SELECT h.metric, h.last_value::text, h.last_at FROM reading_hours h
-         WHERE h.device_id = $1 AND h.hour = (SELECT max(hour) FROM reading_hours WHERE device_id = $1)",
+         WHERE h.device_id = $1
+           AND h.hour = (SELECT hour FROM reading_hours WHERE device_id = $1 ORDER BY hour DESC LIMIT 1)",
     );
     let probe_at = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
         .expect("constant")
