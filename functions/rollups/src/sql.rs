@@ -109,9 +109,10 @@ const READINGS_OF_ALL: Sql = Sql::idempotent(
 );
 
 /// The newest reading of each metric without reading the history: the server-side function
-/// `latest_readings` (migrations/V11__latest_from_one_walk.sql), which reads the `last_value` of
-/// each metric's newest hourly aggregate, in one index walk of the device's newest hour when
-/// every metric reported within it. No row: not the caller's device; one row of NULLs: nothing
+/// `latest_readings` (migrations/V11__latest_from_one_walk.sql, redefined by
+/// V14__latest_newest_hour_by_one_descent.sql), which reads the `last_value` of each metric's
+/// newest hourly aggregate, in one index walk of the device's newest hour when every metric
+/// reported within it. No row: not the caller's device; one row of NULLs: nothing
 /// stored. In no particular order.
 pub const LATEST: Sql =
     Sql::idempotent("SELECT metric, value, recorded_at FROM latest_readings($1, $2)");
