@@ -7,7 +7,7 @@
 //! - `RUST_LOG` may name levels by module as well, in `tracing`'s `Targets` form:
 //!   `warn,shared::db=debug` (a level, then `target=level` pairs, comma-separated). It cannot
 //!   filter by span or field, as `EnvFilter` can: that filter needs a regular-expression engine,
-//!   which was a quarter of a megabyte in every binary;
+//!   which made every binary 0.85 MiB larger;
 //! - otherwise `info`.
 //!
 //! A value that does not parse is ignored (the function still starts, with `info`).
@@ -61,61 +61,55 @@ mod tests {
 
     use super::*;
 
-    /// Whether an event of `target` at `level` is written under these variables.
-    fn written(lambda_level: Option<&str>, rust_log: Option<&str>, at: (&str, Level)) -> bool {
-        filter(lambda_level, rust_log).would_enable(at.0, &at.1)
+    /// Whether an event of `target` at `level` is written under `AWS_LAMBDA_LOG_LEVEL` and
+    /// `RUST_LOG` as `vars` has them.
+    fn writes(vars: (Option<&str>, Option<&str>), target: &str, level: Level) -> bool {
+        filter(vars.0, vars.1).would_enable(target, &level)
     }
 
     #[test]
     fn info_when_nothing_is_set() {
-        assert!(written(None, None, ("shared", Level::INFO)));
-        assert!(!written(None, None, ("shared", Level::DEBUG)));
+        assert!(writes((None, None), "shared", Level::INFO));
+        assert!(!writes((None, None), "shared", Level::DEBUG));
     }
 
     #[test]
     fn lambdas_level_wins_over_rust_logs_default() {
-        assert!(!written(Some("WARN"), None, ("shared", Level::INFO)));
-        assert!(!written(
-            Some("warn"),
-            Some("debug"),
-            ("shared", Level::INFO)
+        assert!(!writes((Some("WARN"), None), "shared", Level::INFO));
+        assert!(!writes(
+            (Some("warn"), Some("debug")),
+            "shared",
+            Level::INFO
         ));
-        assert!(written(
-            Some("DEBUG"),
-            None,
-            ("tokio_postgres", Level::DEBUG)
+        assert!(writes(
+            (Some("DEBUG"), None),
+            "tokio_postgres",
+            Level::DEBUG
         ));
         // Lambda's FATAL is tracing's ERROR.
-        assert!(written(Some("FATAL"), None, ("shared", Level::ERROR)));
-        assert!(!written(Some("FATAL"), None, ("shared", Level::WARN)));
+        assert!(writes((Some("FATAL"), None), "shared", Level::ERROR));
+        assert!(!writes((Some("FATAL"), None), "shared", Level::WARN));
     }
 
     #[test]
     fn rust_log_names_levels_by_module() {
-        let rust_log = Some("warn,shared::db=debug");
-        assert!(written(None, Some("debug"), ("shared", Level::DEBUG)));
-        assert!(written(None, rust_log, ("shared::db", Level::DEBUG)));
-        assert!(!written(None, rust_log, ("shared::auth", Level::INFO)));
+        assert!(writes((None, Some("debug")), "shared", Level::DEBUG));
+        let vars = (None, Some("warn,shared::db=debug"));
+        assert!(writes(vars, "shared::db", Level::DEBUG));
+        assert!(!writes(vars, "shared::auth", Level::INFO));
         // Without a level of its own, INFO for the rest; under Lambda's level, Lambda's.
-        let rust_log = Some("shared::db=trace");
-        assert!(written(None, rust_log, ("shared::auth", Level::INFO)));
-        assert!(!written(None, rust_log, ("shared::auth", Level::DEBUG)));
-        assert!(written(
-            Some("ERROR"),
-            rust_log,
-            ("shared::db", Level::TRACE)
-        ));
-        assert!(!written(
-            Some("ERROR"),
-            rust_log,
-            ("shared::auth", Level::WARN)
-        ));
+        let vars = (None, Some("shared::db=trace"));
+        assert!(writes(vars, "shared::auth", Level::INFO));
+        assert!(!writes(vars, "shared::auth", Level::DEBUG));
+        let vars = (Some("ERROR"), Some("shared::db=trace"));
+        assert!(writes(vars, "shared::db", Level::TRACE));
+        assert!(!writes(vars, "shared::auth", Level::WARN));
     }
 
     #[test]
     fn what_does_not_parse_is_ignored() {
-        let rust_log = Some("shared[span{x=1}]=debug");
-        assert!(written(Some("loud"), rust_log, ("shared", Level::INFO)));
-        assert!(!written(Some("loud"), rust_log, ("shared", Level::DEBUG)));
+        let vars = (Some("loud"), Some("shared[span{x=1}]=debug"));
+        assert!(writes(vars, "shared", Level::INFO));
+        assert!(!writes(vars, "shared", Level::DEBUG));
     }
 }
