@@ -161,3 +161,20 @@ impl RuntimeApi {
         }
     }
 }
+
+/// An API Gateway event for `ingest`, as the Runtime API hands it out: one reading at
+/// 2026-11-26T10:`minute`:00Z, sent with `key`.
+pub fn ingest_event(key: &str, minute: u32) -> String {
+    let body = serde_json::json!({"readings": [{"metric": "t", "value": minute, "recorded_at": format!("2026-11-26T10:{minute:02}:00Z")}]});
+    crate::Event::load("ingest")
+        .header("authorization", &format!("Bearer {key}"))
+        .json_body(&body)
+        .json()
+        .to_string()
+}
+
+/// The HTTP status of a function's answer to an API Gateway event (0 when it has none).
+pub fn status_of(answer: &str) -> u64 {
+    let answer: serde_json::Value = serde_json::from_str(answer).unwrap_or_default();
+    answer["statusCode"].as_u64().unwrap_or(0)
+}

@@ -4,9 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tests::runtime_api::RuntimeApi;
-use tests::{Event, TestDb, bouncer_admin, workspace_binary};
+use tests::runtime_api::{RuntimeApi, ingest_event, status_of};
+use tests::{TestDb, bouncer_admin, workspace_binary};
 
 fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
@@ -14,20 +13,6 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .expect("kill");
     assert!(status.success(), "kill {signal} {pid}");
-}
-
-fn ingest_event(key: &str, minute: u32) -> String {
-    let body = json!({"readings": [{"metric": "t", "value": minute, "recorded_at": format!("2026-11-26T10:{minute:02}:00Z")}]});
-    Event::load("ingest")
-        .header("authorization", &format!("Bearer {key}"))
-        .json_body(&body)
-        .json()
-        .to_string()
-}
-
-fn status_of(answer: &str) -> u64 {
-    let answer: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
-    answer["statusCode"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test]

@@ -1,14 +1,18 @@
 //! Nothing secret reaches the logs: a full session (webhook, session tokens good and bad, a
 //! device key, a database URL with a password, a failing database) logged at DEBUG, and none
-//! of those values in the output.
+//! of those values in the output. And a real binary logs as Lambda's logging controls say
+//! (shared/src/logging.rs).
 
 use std::io::Write;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde_json::json;
 use shared::config::Secret;
 use shared::db::{Db, Sql};
-use tests::{Event, TestDb, body_json, clerk};
+use tests::runtime_api::{RuntimeApi, ingest_event, status_of};
+use tests::{Event, TestDb, body_json, clerk, workspace_binary};
 
 /// Every log line of this test binary from the moment it is first called, at DEBUG.
 fn captured() -> Arc<Mutex<Vec<u8>>> {
@@ -170,4 +174,86 @@ async fn a_full_session_logs_no_secret() {
     ] {
         assert!(!text.contains(secret), "the {what} is in the logs");
     }
+}
+
+/// What the real `ingest` binary writes to standard output for one request (a reading at
+/// `minute`), as Lambda starts it with these logging variables.
+async fn binary_output(
+    test: &TestDb,
+    key: &str,
+    minute: u32,
+    logging: &[(&str, &str)],
+) -> Vec<String> {
+    let api = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(workspace_binary("ingest"))
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "ingest")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("DATABASE_URL", test.pooled_url().expose())
+        .envs(logging.iter().copied())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the ingest binary");
+    api.push(ingest_event(key, minute)).await;
+    let answers = tokio::time::timeout(Duration::from_secs(30), api.answers(1))
+        .await
+        .expect("an answer within 30 s");
+    assert_eq!(status_of(&answers[0].2), 200, "{}", answers[0].2);
+    // The request's log lines are written before its answer (standard output is line-buffered).
+    child.start_kill().expect("stop the binary");
+    let output = child.wait_with_output().await.expect("its output");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 logs")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_binaries_log_json_lines_at_lambdas_level() {
+    let test = TestDb::new().await;
+    let (_, key) = test.device("user_log_lines").await;
+
+    // As the template configures Lambda: JSON, INFO.
+    let lines = binary_output(
+        &test,
+        &key,
+        1,
+        &[
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+            ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+        ],
+    )
+    .await;
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("every line is a JSON object"))
+        .collect();
+    let ingest = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "ingest")
+        .unwrap_or_else(|| panic!("the request's line: {lines:?}"));
+    assert_eq!(ingest["level"], "INFO");
+    assert_eq!(ingest["fields"]["accepted"], 1);
+    assert!(events.iter().all(|e| e["level"] != "DEBUG"), "{lines:?}");
+
+    // At WARN, nothing (the request went well). `RUST_LOG` by module; text without JSON.
+    let lines = binary_output(&test, &key, 2, &[("AWS_LAMBDA_LOG_LEVEL", "WARN")]).await;
+    assert!(lines.is_empty(), "{lines:?}");
+    let lines = binary_output(&test, &key, 3, &[("RUST_LOG", "warn,ingest=info")]).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("ingest")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.starts_with('{')), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| !l.contains("database connected")),
+        "{lines:?}"
+    );
+    assert_eq!(test.count("sensor_readings").await, 3);
 }
