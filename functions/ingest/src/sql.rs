@@ -12,10 +12,12 @@ use crate::Reading;
 
 /// The whole request in one statement: a call of the server-side function `ingest_readings`
 /// (its SQL, and what each part does: migrations/V10__ingest_function.sql, changed by
-/// V12__daily_aggregates_and_plain_inserts.sql and V13__ingest_as_plain_statements.sql). It
-/// resolves the key, admits the request (rate limit, metrics limit) by one `UPDATE` of the
-/// device row, stores the batch (by a plain `INSERT` when the device's hourly aggregates show
-/// that nothing stored lies within its span, with `ON CONFLICT DO NOTHING` otherwise), adds
+/// V12__daily_aggregates_and_plain_inserts.sql, V13__ingest_as_plain_statements.sql and
+/// V15__ingest_single_reading_without_probe.sql). It resolves the key, admits the request (rate
+/// limit, metrics limit) by one `UPDATE` of the device row, stores the batch (a single reading
+/// with `ON CONFLICT DO NOTHING`; a batch by a plain `INSERT` when the device's hourly
+/// aggregates show that nothing stored lies within its span, with `ON CONFLICT DO NOTHING`
+/// otherwise), adds
 /// what it stored to the hourly aggregates and marks the device online; only when a reading was
 /// not stored does it compare values, to tell duplicates from conflicts. A function rather than
 /// the statements themselves because PL/pgSQL keeps its statements' plans on the server

@@ -156,6 +156,80 @@ async fn concurrent_overlapping_batches_store_each_reading_once() {
     assert_eq!(test.count("sensor_readings").await, unique);
 }
 
+/// A single reading is stored at once with `ON CONFLICT DO NOTHING` (V15), and told apart from
+/// what is stored when it was not: by the value its first request stored, by a value stored
+/// without an aggregate, and among concurrent requests sending it. Its hour counts it once.
+#[tokio::test]
+async fn a_single_reading_is_stored_once_and_told_apart_after() {
+    let test = TestDb::new().await;
+    let (device, key) = test.device("user_a").await;
+    let functions = state(&test);
+    let one = |value: &str, seconds: i64| json!({"readings": [{"metric": "t", "value": value, "recorded_at": at(base(), seconds)}]});
+    let counts = |answer: &Value| {
+        (
+            answer["accepted"].as_i64().unwrap_or(-1),
+            answer["duplicates"].as_i64().unwrap_or(-1),
+            answer["conflicts"].as_array().map_or(0, Vec::len),
+        )
+    };
+
+    let (status, answer) = send(&functions, &key, &one("1.5", 0)).await;
+    assert_eq!((status, counts(&answer)), (200, (1, 0, 0)), "{answer}");
+    let (_, answer) = send(&functions, &key, &one("1.50", 0)).await;
+    assert_eq!(counts(&answer), (0, 1, 0), "a retry: {answer}");
+    let (_, answer) = send(&functions, &key, &one("2.5", 0)).await;
+    assert_eq!(
+        answer,
+        json!({"accepted": 0, "duplicates": 0, "conflicts": [
+            {"index": 0, "metric": "t", "recorded_at": at(base(), 0)}
+        ]})
+    );
+
+    // Stored without an aggregate (by hand): told apart all the same.
+    test.direct
+        .execute(
+            "INSERT INTO sensor_readings (device_id, metric, value, recorded_at)
+             VALUES ($1, 't', 7, $2)",
+            &[&device, &(base() + Duration::seconds(10))],
+        )
+        .await
+        .unwrap();
+    let (_, answer) = send(&functions, &key, &one("8", 10)).await;
+    assert_eq!(counts(&answer), (0, 0, 1), "{answer}");
+    let (_, answer) = send(&functions, &key, &one("7.0", 10)).await;
+    assert_eq!(counts(&answer), (0, 1, 0), "{answer}");
+
+    // The same new reading from four requests at once, each on a connection of its own.
+    let tasks = (0..4).map(|_| {
+        let (state, key, body) = (state(&test), key.clone(), one("3", 20));
+        tokio::spawn(async move { send(&state, &key, &body).await })
+    });
+    let mut stored = (0, 0, 0);
+    for result in futures::future::join_all(tasks).await {
+        let (status, answer) = result.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        let (accepted, duplicates, conflicts) = counts(&answer);
+        stored = (
+            stored.0 + accepted,
+            stored.1 + duplicates,
+            stored.2 + conflicts,
+        );
+    }
+    assert_eq!(stored, (1, 3, 0));
+
+    assert_eq!(test.count("sensor_readings").await, 3);
+    let hour = test
+        .direct
+        .query_one("SELECT count, sum::text FROM reading_hours", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (hour.get::<_, i64>(0), hour.get::<_, String>(1)),
+        (2, "4.5".to_owned()),
+        "the two readings ingest stored, once each"
+    );
+}
+
 /// A batch is stored by a plain INSERT when the device's hourly aggregates show nothing stored
 /// within its span. Readings they do not show (stored by hand) make that INSERT fail; the
 /// request is then sent once more down the careful path, and answers as if it had taken it at

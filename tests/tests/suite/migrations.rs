@@ -24,6 +24,7 @@ async fn applying_twice_is_a_no_op() {
             "V12__daily_aggregates_and_plain_inserts",
             "V13__ingest_as_plain_statements",
             "V14__latest_newest_hour_by_one_descent",
+            "V15__ingest_single_reading_without_probe",
         ]
     );
     let second = shared::migrate::run(&test.direct_url()).await.unwrap();
@@ -92,7 +93,8 @@ async fn limit_counters_are_carried_over_from_existing_data() {
             "V11__latest_from_one_walk",
             "V12__daily_aggregates_and_plain_inserts",
             "V13__ingest_as_plain_statements",
-            "V14__latest_newest_hour_by_one_descent"
+            "V14__latest_newest_hour_by_one_descent",
+            "V15__ingest_single_reading_without_probe"
         ]
     );
     let row = test
@@ -168,7 +170,8 @@ async fn partitioning_keeps_every_reading() {
             "V11__latest_from_one_walk",
             "V12__daily_aggregates_and_plain_inserts",
             "V13__ingest_as_plain_statements",
-            "V14__latest_newest_hour_by_one_descent"
+            "V14__latest_newest_hour_by_one_descent",
+            "V15__ingest_single_reading_without_probe"
         ]
     );
     let after = of(test.direct.query_one(summary, &[]).await.unwrap());
