@@ -47,6 +47,20 @@ impl RuntimeApi {
         api
     }
 
+    /// A command that starts `binary` as Lambda does function `name`, polling this API: a clean
+    /// environment with Lambda's own variables. The caller adds the function's configuration.
+    pub fn command(&self, binary: &std::path::Path, name: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", &self.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .kill_on_drop(true);
+        command
+    }
+
     pub async fn push(&self, event: String) {
         self.inner.lock().await.events.push_back(event);
         self.changed.notify_waiters();

@@ -20,15 +20,10 @@ async fn a_frozen_instance_whose_connection_died_recovers_on_the_next_invocation
     let test = TestDb::new().await;
     let (_, key) = test.device("user_freeze").await;
     let api = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::new(workspace_binary("ingest"))
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "ingest")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    let mut child = api
+        .command(&workspace_binary("ingest"), "ingest")
         .env("DATABASE_URL", test.pooled_url().expose())
         .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start the ingest binary");
     let pid = child.id().expect("running");

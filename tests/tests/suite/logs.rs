@@ -185,16 +185,11 @@ async fn binary_output(
     logging: &[(&str, &str)],
 ) -> Vec<String> {
     let api = RuntimeApi::start().await;
-    let mut child = tokio::process::Command::new(workspace_binary("ingest"))
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "ingest")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    let mut child = api
+        .command(&workspace_binary("ingest"), "ingest")
         .env("DATABASE_URL", test.pooled_url().expose())
         .envs(logging.iter().copied())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("start the ingest binary");
     api.push(ingest_event(key, minute)).await;
