@@ -48,11 +48,10 @@ fn filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
         fatal if fatal.eq_ignore_ascii_case("fatal") => Some(LevelFilter::ERROR),
         level => LevelFilter::from_str(level).ok(),
     });
-    match (lambda_level, targets.default_level()) {
-        (Some(level), _) => targets.with_default(level),
-        (None, Some(_)) => targets,
-        (None, None) => targets.with_default(LevelFilter::INFO),
-    }
+    let default = lambda_level
+        .or(targets.default_level())
+        .unwrap_or(LevelFilter::INFO);
+    targets.with_default(default)
 }
 
 #[cfg(test)]

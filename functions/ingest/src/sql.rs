@@ -17,12 +17,11 @@ use crate::Reading;
 /// limit, metrics limit) by one `UPDATE` of the device row, stores the batch (a single reading
 /// with `ON CONFLICT DO NOTHING`; a batch by a plain `INSERT` when the device's hourly
 /// aggregates show that nothing stored lies within its span, with `ON CONFLICT DO NOTHING`
-/// otherwise), adds
-/// what it stored to the hourly aggregates and marks the device online; only when a reading was
-/// not stored does it compare values, to tell duplicates from conflicts. A function rather than
-/// the statements themselves because PL/pgSQL keeps its statements' plans on the server
-/// connection: behind a pooler that does not reset connections (Neon's) they are not parsed and
-/// planned again on every request.
+/// otherwise), adds what it stored to the hourly aggregates and marks the device online; only
+/// when a reading was not stored does it compare values, to tell duplicates from conflicts. A
+/// function rather than the statements themselves because PL/pgSQL keeps its statements' plans
+/// on the server connection: behind a pooler that does not reset connections (Neon's) they are
+/// not parsed and planned again on every request.
 ///
 /// `$1` key hash, `$2` metrics, `$3` values, `$4` times, `$5` rate, `$6` burst, `$7` metrics
 /// limit, `$8` the batch's distinct metrics, `$9`/`$10` its earliest and latest time, `$11` for
